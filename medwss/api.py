@@ -1,0 +1,46 @@
+"""What the CLI calls: one function per verb, plain arguments in, results out (nnU-Net's ``*_entrypoints``).
+
+Heavy imports stay inside the functions so that ``medwss --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medwss.runtime.progress import ProgressTask
+
+
+def check_dataset(path: str | Path, spec: str | Path | None = None, task: ProgressTask | None = None):
+    """Read every image, label, prior and manifest row under ``path``; return a ``CheckReport``.
+
+    Raises:
+        MedwssError: ``path`` cannot be read at all.
+    """
+    from medwss.data.check import check_path
+
+    task = task or ProgressTask()
+    return check_path(path, spec, progress=task.advance, on_total=task.set_total)
+
+
+def labels_from_masks(
+    root: str | Path, out: str | Path, spec: str | Path | None = None, task: ProgressTask | None = None
+):
+    """Derive a slice-level presence manifest from a data set's masks and write it (CSV or JSON by suffix).
+
+    Returns:
+        the ``Manifest`` written.
+
+    Raises:
+        MedwssError: bad data set, spec or output path.
+    """
+    from medwss.data.datalist import DatasetSpec
+    from medwss.data.manifest import manifest_from_masks, write_manifest
+    from medwss.errors import MedwssError
+
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise MedwssError(out, "a manifest is a .csv or .json file")
+    task = task or ProgressTask()
+    manifest = manifest_from_masks(root, DatasetSpec.load(spec) if spec else None, progress=task.advance)
+    write_manifest(manifest, out)
+    return manifest

@@ -1,0 +1,127 @@
+"""The ``medwss`` command: parse, call ``medwss.api``, print. Nothing else lives here.
+
+User errors (``MedwssError``) print one line, ``error: <file>: <problem>``, on stderr and exit with code 2; any other
+exception is a bug and keeps its traceback. Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from medwss import __version__
+from medwss.errors import MedwssError
+
+app = typer.Typer(
+    name="medwss",
+    help="Weakly-supervised segmentation from image-level labels by self-play (RLSP), on MONAI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+labels_app = typer.Typer(help="Derive and inspect slice-level (weak) presence labels.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar (it goes to stderr).")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does (stderr).")]
+
+
+def user_errors(func: F) -> F:
+    """Turn a ``MedwssError`` into ``error: <file>: <problem>`` and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MedwssError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medwss {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Weakly-supervised segmentation from image-level labels by self-play (RLSP), on MONAI."""
+
+
+@app.command()
+@user_errors
+def check(
+    path: Annotated[
+        Path, typer.Argument(help="Data set folder (MSD layout or with --spec), manifest, DICOM folder or volume.")
+    ],
+    spec: Annotated[
+        Path | None, typer.Option(help="Dataset spec (YAML/JSON) for folders without dataset.json.")
+    ] = None,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Read every image, label, organ prior and manifest row; report each problem in one line (exit 2 if any)."""
+    from medwss import api
+    from medwss.runtime.progress import progress_task
+
+    _setup_logging(verbose)
+    with progress_task(f"checking {path}", enabled=not no_progress) as task:
+        report = api.check_dataset(path, spec, task)
+    for problem in report.problems or []:
+        typer.echo(f"error: {problem}", err=True)
+    if report.ok:
+        typer.echo(f"ok: {report.target}: {report.summary}")
+        return
+    typer.echo(f"{len(report.problems)} problem(s) in {report.target} ({report.items} {report.kind} items read)")
+    raise typer.Exit(2)
+
+
+@labels_app.command("from-masks")
+@user_errors
+def labels_from_masks(
+    root: Annotated[Path, typer.Argument(help="Data set folder (MSD layout, or any layout with --spec).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Manifest to write: .csv (one row per slice and class) or .json.")
+    ],
+    spec: Annotated[
+        Path | None, typer.Option(help="Dataset spec naming images, class label rules and organ prior.")
+    ] = None,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Derive slice-level presence labels (ROI present / absent per slice) from a data set's masks."""
+    from medwss import api
+    from medwss.runtime.progress import progress_task
+
+    _setup_logging(verbose)
+    with progress_task(f"reading masks under {root}", enabled=not no_progress) as task:
+        manifest = api.labels_from_masks(root, out, spec, task)
+    counts = ", ".join(f"{n}: {p} present / {a} absent" for n, (p, a) in manifest.counts().items())
+    typer.echo(f"wrote {out}: {len(manifest.images)} images, {len(manifest.patients())} patients; {counts}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
