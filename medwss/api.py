@@ -40,6 +40,9 @@ def labels_from_masks(
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".json"):
         raise MedwssError(out, "a manifest is a .csv or .json file")
+    inputs = [Path(root) / "dataset.json", *([Path(spec)] if spec else [])]
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise MedwssError(out, "refusing to overwrite an input (the data set's dataset.json or the spec)")
     task = task or ProgressTask()
     manifest = manifest_from_masks(root, DatasetSpec.load(spec) if spec else None, progress=task.advance)
     write_manifest(manifest, out)

@@ -7,9 +7,10 @@ or row, so a user fixes their data in one pass.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def check_path(
     if p.is_dir() and (spec is not None or (p / "dataset.json").is_file()):
         return _check_dataset(p, spec, progress, on_total)
     if is_volume_path(p):
-        report = CheckReport(str(p), "volume", 1, list(_volume_problems(p)))
+        report = CheckReport(str(p), "volume", 1, _read_image(p)[0])
         report.summary = "1 volume read"
         return report
     if p.is_dir():
@@ -85,85 +86,87 @@ def check_path(
     raise MedwssError(p, "not a manifest (.csv/.json), a data set folder or a volume")
 
 
-def _volume_problems(path: Path, expect_ct: bool = False) -> Iterator[Problem]:
-    from medwss.data.io import load_volume
+def _read_image(path: Path, expect_ct: bool = False) -> tuple[list[Problem], Any]:
+    """Read one image once: its problems and, when it could be read, its grid (plain arrays, no MONAI)."""
+    from medwss.data.io import ct_range_problem, read_volume_array
 
     try:
-        volume = load_volume(path)
+        array, geometry, _ = read_volume_array(path)
     except MedwssError as err:
-        yield Problem(err.path, err.problem)
-        return
+        return [Problem(err.path, err.problem)], None
     if expect_ct:
-        lo, hi = float(volume.min()), float(volume.max())
-        problem = ct_range_problem(lo, hi)
+        problem = ct_range_problem(float(array.min()), float(array.max()))
         if problem:
-            yield Problem(str(path), problem)
-
-
-def ct_range_problem(lo: float, hi: float) -> str | None:
-    """Why values ``lo..hi`` are not CT Hounsfield units, or None.
-
-    Air is about -1000 HU and soft tissue 0..100 HU, so a CT scan spans at least several hundred HU and reaches
-    well below zero; an image in [0, 1] or [0, 255] is a normalised or screenshot export, not HU.
-    """
-    if hi - lo < 200 or lo > -200:
-        return f"values {lo:g}..{hi:g} do not look like CT Hounsfield units (expected air near -1000)"
-    if lo < -4000 or hi > 40000:
-        return f"values {lo:g}..{hi:g} are outside any CT Hounsfield range"
-    return None
+            return [Problem(str(path), problem)], geometry
+    return [], geometry
 
 
 def _check_dataset(root: Path, spec, progress: Progress | None, on_total) -> CheckReport:
     from medwss.data.datalist import discover_cases
-    from medwss.data.io import Geometry, load_mask, read_sitk
 
     report = CheckReport(str(root), "data set", problems=[])
+    missing: list[MedwssError] = []
     try:
-        spec, cases = discover_cases(root, spec)
+        spec, cases = discover_cases(root, spec, problems=missing)
     except MedwssError as err:
         report.problems.append(Problem(err.path, err.problem))
         return report
+    report.problems.extend(Problem(err.path, err.problem) for err in missing)
     if on_total:
         on_total(len(cases))
     declared = _declared_values(root)
+    expect_ct = _expects_ct(spec)
     present = {name: 0 for name in spec.classes}
     for record in cases:
         report.items += 1
-        image_problems = list(_volume_problems(record.image, expect_ct=spec.modality == "CT"))
+        image_problems, geometry = _read_image(record.image, expect_ct=expect_ct)
         report.problems.extend(image_problems)
-        if image_problems:
-            if progress:
-                progress(1)
-            continue
-        geometry = Geometry.of(read_sitk(record.image))
-        for name, files in record.class_files.items():
-            found = False
-            for label_path in (*files, *record.exclude_files.get(name, ())):
-                try:
-                    labels = np.asarray(load_mask(label_path, geometry))
-                except MedwssError as err:
-                    report.problems.append(Problem(err.path, err.problem))
-                    continue
-                if declared is not None:
-                    extra = sorted(set(np.unique(labels).tolist()) - declared)
-                    if extra:
-                        report.problems.append(
-                            Problem(str(label_path), f"label values {extra} are not declared in dataset.json")
-                        )
-                found = found or (label_path in files and bool(spec.classes[name].test(labels).any()))
-            present[name] += int(found)
-        if record.prior is not None:
-            try:
-                prior = np.asarray(load_mask(record.prior, geometry))
-                if not prior.any():
-                    report.problems.append(Problem(str(record.prior), "organ prior mask is empty"))
-            except MedwssError as err:
-                report.problems.append(Problem(err.path, err.problem))
+        if not image_problems:
+            # Several classes may read one file (MSD: PZ and TZ from one label map): read and report it once.
+            labels = _read_labels(record, geometry, declared, report.problems)
+            for name, rule in spec.classes.items():
+                mask = np.zeros(geometry.size, dtype=bool)
+                for path in record.class_files.get(name, ()):
+                    if labels.get(path) is not None:
+                        mask |= rule.test(labels[path])
+                for path in record.exclude_files.get(name, ()):
+                    if labels.get(path) is not None:
+                        mask &= ~(labels[path] > 0)
+                present[name] += int(mask.any())
+            if record.prior is not None and labels.get(record.prior) is not None and not labels[record.prior].any():
+                report.problems.append(Problem(str(record.prior), "organ prior mask is empty"))
         if progress:
             progress(1)
     classes = ", ".join(f"{n} in {c}/{len(cases)} cases" for n, c in present.items())
     report.summary = f"{len(cases)} cases of {spec.name} ({spec.modality}); {classes}"
     return report
+
+
+def _expects_ct(spec) -> bool:
+    """Hounsfield units are required for CT data and for any CT intensity preset (it windows fixed HU values)."""
+    return spec is not None and (spec.modality == "CT" or spec.preset.lower().startswith("ct"))
+
+
+def _read_labels(record, geometry, declared: set[int] | None, problems: list[Problem]) -> dict[Path, np.ndarray | None]:
+    """Every label, exclusion and prior file of a case, read once; None for a file that has a problem."""
+    from medwss.data.io import read_mask_array
+
+    paths = [*(p for files in record.class_files.values() for p in files)]
+    paths += [p for files in record.exclude_files.values() for p in files]
+    paths += [record.prior] if record.prior is not None else []
+    labels: dict[Path, np.ndarray | None] = {}
+    for path in dict.fromkeys(paths):
+        try:
+            labels[path] = read_mask_array(path, geometry)[0]
+        except MedwssError as err:
+            problems.append(Problem(err.path, err.problem))
+            labels[path] = None
+            continue
+        if declared is not None and path != record.prior:
+            extra = sorted(set(np.unique(labels[path]).tolist()) - declared)
+            if extra:
+                problems.append(Problem(str(path), f"label values {extra} are not declared in dataset.json"))
+    return labels
 
 
 def _declared_values(root: Path) -> set[int] | None:
@@ -183,7 +186,7 @@ def _declared_values(root: Path) -> set[int] | None:
 
 
 def _check_manifest(path: Path, spec, progress: Progress | None, on_total) -> CheckReport:
-    from medwss.data.io import Geometry, load_mask, read_sitk
+    from medwss.data.io import read_mask_array
     from medwss.data.manifest import read_manifest
 
     report = CheckReport(str(path), "manifest", problems=[])
@@ -202,11 +205,10 @@ def _check_manifest(path: Path, spec, progress: Progress | None, on_total) -> Ch
         on_total(len(manifest.images))
     for item in manifest.images:
         report.items += 1
-        image_problems = list(_volume_problems(item.image, expect_ct=spec is not None and spec.modality == "CT"))
+        image_problems, geometry = _read_image(item.image, expect_ct=_expects_ct(spec))
         report.problems.extend(image_problems)
         if not image_problems:
-            image = read_sitk(item.image)
-            depth = image.GetSize()[-1]
+            depth = geometry.size[-1]
             for name, values in item.presence.items():
                 rows = np.flatnonzero(~np.isnan(values))
                 beyond = rows[rows >= depth]
@@ -220,7 +222,7 @@ def _check_manifest(path: Path, spec, progress: Progress | None, on_total) -> Ch
                     )
             if item.prior is not None:
                 try:
-                    load_mask(item.prior, Geometry.of(image))
+                    read_mask_array(item.prior, geometry)
                 except MedwssError as err:
                     report.problems.append(Problem(err.path, err.problem))
         if progress:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +75,20 @@ class DatasetSpec:
         unknown = set(config) - SPEC_KEYS
         if unknown:
             raise MedwssError(source, f"unknown dataset spec keys: {', '.join(sorted(unknown))}")
-        classes = {str(k): LabelRule.from_config(str(k), v) for k, v in (config.get("classes") or {}).items()}
+        for key in ("image", "prior"):
+            if config.get(key) is not None and not isinstance(config[key], str):
+                raise MedwssError(source, f"{key!r} must be one path pattern with {{case}}, not {config[key]!r}")
+        raw_classes = config.get("classes") or {}
+        if not isinstance(raw_classes, dict):
+            raise MedwssError(source, "'classes' must map class names to label rules")
+        classes = {str(k): LabelRule.from_config(str(k), v) for k, v in raw_classes.items()}
         if config.get("image") and not classes:
             raise MedwssError(source, "a dataset spec needs at least one class under 'classes'")
         if config.get("image") and "{case}" not in str(config["image"]):
             raise MedwssError(source, "the 'image' pattern needs '{case}'")
+        patient = config.get("patient")
+        if patient is not None:
+            _check_patient_regex(str(patient), source)
         return cls(
             name=str(config.get("name", Path(source).stem)),
             modality=str(config.get("modality", "MR")).upper(),
@@ -87,7 +96,7 @@ class DatasetSpec:
             image=config.get("image"),
             classes=classes,
             prior=config.get("prior"),
-            patient=config.get("patient"),
+            patient=None if patient is None else str(patient),
         )
 
     @classmethod
@@ -109,23 +118,41 @@ class DatasetSpec:
         return match.group(1) if match and match.groups() else case
 
 
-def _read_mapping(path: Path) -> Any:
-    text = path.read_text()
+def _check_patient_regex(pattern: str, source: str) -> None:
+    """A patient regex must compile and capture the patient id in a group, else every case is its own patient."""
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        import yaml
-
-        return yaml.safe_load(text)
-    except (ValueError, ImportError) as err:  # json.JSONDecodeError and yaml.YAMLError derive from ValueError here
-        raise MedwssError(path, f"cannot parse: {str(err).splitlines()[0]}") from None
-    except Exception as err:  # yaml.YAMLError is not a ValueError
-        raise MedwssError(path, f"cannot parse: {str(err).splitlines()[0]}") from None
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        raise MedwssError(source, f"'patient' is not a regular expression: {err}") from None
+    if groups < 1:
+        raise MedwssError(source, f"'patient' regex {pattern!r} needs a group that captures the patient id")
 
 
-def discover_cases(root: str | Path, spec: DatasetSpec | None = None) -> tuple[DatasetSpec, list[CaseRecord]]:
+def _read_mapping(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except OSError as err:
+        raise MedwssError(path, f"cannot read: {err.strerror or err}") from None
+    except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise MedwssError(path, f"cannot parse: {first}") from None
+
+
+def discover_cases(
+    root: str | Path, spec: DatasetSpec | None = None, problems: list[MedwssError] | None = None
+) -> tuple[DatasetSpec, list[CaseRecord]]:
     """All cases under ``root``: the MSD layout when ``root/dataset.json`` exists and the spec has no image
     pattern, else the spec's patterns.
+
+    Args:
+        root: the data set folder.
+        spec: how to find the cases; None for an MSD folder (classes from ``dataset.json``). A spec without
+            classes on an MSD folder (e.g. only to set the modality) keeps the classes ``dataset.json`` declares.
+        problems: when given, a case whose class files or prior are missing is left out and its error appended
+            here instead of raised, so a data set check reports every such case, not only the first.
 
     Returns:
         the spec in force (for MSD, built from ``dataset.json`` unless given) and the cases sorted by id.
@@ -137,27 +164,39 @@ def discover_cases(root: str | Path, spec: DatasetSpec | None = None) -> tuple[D
     if not root.is_dir():
         raise MedwssError(root, "data set folder not found")
     if (spec is None or spec.image is None) and (root / "dataset.json").is_file():
-        return _discover_msd(root, spec)
+        return _discover_msd(root, spec, problems)
     if spec is None or spec.image is None:
         raise MedwssError(root, "no dataset.json here: give a dataset spec (--spec) that names the image pattern")
-    return spec, _discover_pattern(root, spec)
+    return spec, _discover_pattern(root, spec, problems)
 
 
-def _discover_pattern(root: Path, spec: DatasetSpec) -> list[CaseRecord]:
+def _add_record(cases: list[CaseRecord], problems: list[MedwssError] | None, *args: Any) -> None:
+    """Append the case's record, or (when collecting problems) its error."""
+    try:
+        cases.append(_record(*args))
+    except MedwssError as err:
+        if problems is None:
+            raise
+        problems.append(err)
+
+
+def _discover_pattern(root: Path, spec: DatasetSpec, problems: list[MedwssError] | None) -> list[CaseRecord]:
     assert spec.image is not None
     regex = re.compile(
         "^" + re.escape(spec.image).replace(re.escape("{case}"), "(?P<case>[^/]+)").replace(r"\*", "[^/]*") + "$"
     )
     cases: list[CaseRecord] = []
+    matched = 0
     for path in sorted(root.glob(spec.image.replace("{case}", "*"))):
         match = regex.match(path.relative_to(root).as_posix())
         if not match:
             continue
+        matched += 1
         case = match.group("case")
         if volume_suffix(case):
             case = strip_suffix(case)
-        cases.append(_record(root, spec, case, path))
-    if not cases:
+        _add_record(cases, problems, root, spec, case, path)
+    if not matched:
         raise MedwssError(root, f"no image matches the pattern {spec.image!r}")
     return cases
 
@@ -178,12 +217,16 @@ def _record(root: Path, spec: DatasetSpec, case: str, image: Path) -> CaseRecord
     return CaseRecord(case, spec.patient_of(case), image, class_files, exclude_files, prior)
 
 
-def _discover_msd(root: Path, spec: DatasetSpec | None) -> tuple[DatasetSpec, list[CaseRecord]]:
+def _discover_msd(
+    root: Path, spec: DatasetSpec | None, problems: list[MedwssError] | None
+) -> tuple[DatasetSpec, list[CaseRecord]]:
     meta_path = root / "dataset.json"
     meta = _read_mapping(meta_path)
     if not isinstance(meta, dict):
         raise MedwssError(meta_path, "dataset.json must hold a mapping")
     labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise MedwssError(meta_path, "'labels' must map label values to names (or names to values)")
     # MSD writes {"0": "background", "1": "PZ"}; nnU-Net v2 writes {"background": 0, "PZ": 1}.
     values = {}
     for k, v in labels.items():
@@ -192,27 +235,31 @@ def _discover_msd(root: Path, spec: DatasetSpec | None) -> tuple[DatasetSpec, li
             values[str(name)] = int(value)
     modality_words = " ".join(str(v) for v in (meta.get("modality") or meta.get("channel_names") or {}).values())
     modality = "CT" if "CT" in modality_words.upper() else "MR"
-    if spec is None:
+    if spec is None or not spec.classes:
         classes = {
             n: LabelRule(("labelsTr/{case}" + _ending(meta),), VoxelTest("==", (float(v),))) for n, v in values.items()
         }
         if not classes:
             raise MedwssError(meta_path, "dataset.json declares no foreground label")
-        spec = DatasetSpec(
-            name=str(meta.get("name", root.name)),
-            modality=modality,
-            preset="ct_abdomen" if modality == "CT" else "mr",
-            classes=classes,
-        )
-    cases = []
-    for image in _msd_images(root, meta):
+        if spec is None:
+            spec = DatasetSpec(
+                name=str(meta.get("name", root.name)),
+                modality=modality,
+                preset="ct_abdomen" if modality == "CT" else "mr",
+                classes=classes,
+            )
+        else:
+            spec = replace(spec, classes=classes)
+    images = _msd_images(root, meta)
+    if not images:
+        raise MedwssError(root / "imagesTr", "no training images")
+    cases: list[CaseRecord] = []
+    for image in images:
         case = strip_suffix(image)
         if "file_ending" in meta and re.search(r"_\d{4}$", case):
             case = case[:-5]  # nnU-Net v2 channel suffix
-        cases.append(_record(root, spec, case, image))
-    if not cases:
-        raise MedwssError(root / "imagesTr", "no training images")
-    return spec, cases
+        _add_record(cases, problems, root, spec, case, image)
+    return spec, sorted(cases, key=lambda record: record.case)
 
 
 def _ending(meta: dict[str, Any]) -> str:
@@ -225,5 +272,6 @@ def _msd_images(root: Path, meta: dict[str, Any]) -> list[Path]:
         images = [root / str(item["image"]) for item in training if "image" in item]
     else:
         images = sorted((root / "imagesTr").glob("*" + _ending(meta)))
-        images = [p for p in images if not re.search(r"_(?!0000)\d{4}" + re.escape(_ending(meta)) + "$", p.name)]
+        if "file_ending" in meta:  # nnU-Net v2: one file per channel, case_0000 is the first; MSD has no such suffix
+            images = [p for p in images if not re.search(r"_(?!0000)\d{4}" + re.escape(_ending(meta)) + "$", p.name)]
     return [p.resolve() if p.exists() else p for p in images]

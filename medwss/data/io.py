@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medwss.data.dicom import dicom_series_files, dicom_series_ids
 from medwss.errors import MedwssError
 
 logger = logging.getLogger(__name__)
@@ -75,10 +76,17 @@ class Geometry:
 
     @classmethod
     def from_meta(cls, meta: Any) -> Geometry:
-        """Inverse of ``to_meta``; accepts a Geometry unchanged."""
+        """Inverse of ``to_meta``; accepts a Geometry unchanged.
+
+        Values are cast back to int/float: after MONAI's collation they may be 0-d tensors, which SimpleITK's
+        setters refuse.
+        """
         if isinstance(meta, Geometry):
             return meta
-        return cls(*(tuple(meta[k]) for k in ("size", "spacing", "origin", "direction")))
+        return cls(
+            tuple(int(v) for v in meta["size"]),
+            *(tuple(float(v) for v in meta[k]) for k in ("spacing", "origin", "direction")),
+        )
 
     def mismatch(self, other: Geometry, atol: float = 1e-4) -> str | None:
         """The first difference to ``other`` in words, or None when the grids agree."""
@@ -102,43 +110,6 @@ class Geometry:
         """4 x 4 index-to-world matrix in RAS (MONAI's and NIfTI's world)."""
         flip = np.diag([-1.0, -1.0] + [1.0] * (len(self.size) - 1))
         return flip @ self.lps_affine()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# DICOM series
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def dicom_series_ids(folder: Path) -> list[str]:
-    """Series instance UIDs found directly in ``folder`` (GDCM scans the files, not their names)."""
-    import SimpleITK as sitk
-
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
-
-
-def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]:
-    """Files of one series, sorted by slice position.
-
-    With several series and no ``series_uid`` the one with the most slices is taken (a localiser or a derived
-    series is usually smaller), and the choice is logged.
-
-    Raises:
-        MedwssError: no series, or ``series_uid`` is not in the folder.
-    """
-    import SimpleITK as sitk
-
-    ids = dicom_series_ids(folder)
-    if not ids:
-        raise MedwssError(folder, "no DICOM series found in this folder")
-    if series_uid is not None:
-        if series_uid not in ids:
-            raise MedwssError(folder, f"no DICOM series with UID {series_uid} (found {', '.join(ids)})")
-        ids = [series_uid]
-    files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in ids}
-    chosen = max(ids, key=lambda uid: len(files[uid]))
-    if len(ids) > 1:
-        logger.warning("%s holds %d DICOM series; reading %s (%d slices)", folder, len(ids), chosen, len(files[chosen]))
-    return list(files[chosen])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,15 +145,68 @@ def read_sitk(path: str | Path, series_uid: str | None = None) -> Any:
     if not volume_suffix(p) and p.suffix.lower() not in (".dcm", ".ima"):
         raise MedwssError(p, f"not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)")
     try:
-        return sitk.ReadImage(str(p))
+        image = _drop_single_time_point(sitk.ReadImage(str(p)))
     except RuntimeError as err:
         raise MedwssError(p, f"unreadable or not an image: {_first_line(err)}") from None
+    if volume_suffix(p) in NIFTI_SUFFIXES and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _check_nifti_finite(p)
+    return image
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK 5's NIfTI reader silently turns NaN and Inf voxels into 0 (fixed in ITK 6, ITK pull request #6683), so
+    ``validate_array`` never sees them; nibabel reads the stored values as they are.
+
+    Raises:
+        MedwssError: NaN/Inf voxels.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        if image.get_data_dtype().kind not in "fc":
+            return  # integers on disk (with or without a float scale) cannot hold NaN
+        bad = int((~np.isfinite(np.asanyarray(image.dataobj))).sum())
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError) as err:
+        logger.warning("%s: could not check for NaN/Inf voxels with nibabel: %s", path, err)
+        return
+    if bad:
+        raise MedwssError(path, f"{bad} NaN/Inf voxels")
+
+
+def _drop_single_time_point(image: Any) -> Any:
+    """A 4D image with one time point is a 3D volume.
+
+    ITK's NIfTI reader drops that axis itself; its MetaImage and NRRD readers do not, and a 4D grid would give a
+    5 x 5 affine and masks that cannot be written back. The 3 x 3 spatial block of the direction is kept as is.
+    """
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 4 or image.GetSize()[3] != 1:
+        return image
+    extract = sitk.ExtractImageFilter()
+    extract.SetSize([*image.GetSize()[:3], 0])
+    extract.SetIndex([0, 0, 0, 0])
+    extract.SetDirectionCollapseToStrategy(sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
+    return extract.Execute(image)
 
 
 def _first_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     # ITK messages start with a file:line location; the last line usually says what went wrong.
     return (lines[-1] if lines else type(err).__name__)[:200]
+
+
+def scalar_array(image: Any, path: str | Path) -> np.ndarray:
+    """The (x, y, z) voxel array of a one-component image.
+
+    Raises:
+        MedwssError: a vector or RGB image (several components per voxel).
+    """
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        raise MedwssError(path, f"{components} components per voxel; expected a scalar image")
+    return sitk_to_array(image)
 
 
 def sitk_to_array(image: Any) -> np.ndarray:
@@ -212,6 +236,20 @@ def validate_array(array: np.ndarray, path: str | Path, *, ndim: int = 3, allow_
         raise MedwssError(path, f"constant image (every voxel is {array.flat[0]})")
 
 
+def read_volume_array(
+    path: str | Path, *, series_uid: str | None = None, allow_constant: bool = False
+) -> tuple[np.ndarray, Geometry, str]:
+    """Read and validate a 3D scan as a plain (x, y, z) array, its grid and modality; MONAI is not imported.
+
+    Raises:
+        MedwssError: any problem ``read_sitk`` or ``validate_array`` reports.
+    """
+    image = read_sitk(path, series_uid)
+    array = scalar_array(image, path)
+    validate_array(array, path, allow_constant=allow_constant)
+    return array, Geometry.of(image), modality_of(image)
+
+
 def load_volume(
     path: str | Path, *, series_uid: str | None = None, allow_constant: bool = False, dtype: Any = np.float32
 ):
@@ -224,29 +262,58 @@ def load_volume(
     Raises:
         MedwssError: any problem ``read_sitk`` or ``validate_array`` reports.
     """
-@@LOADVOL@@    validate_array(array, path, allow_constant=allow_constant)
-    return to_metatensor(array.astype(dtype, copy=False), Geometry.of(image), path, modality_of(image))
+    array, geometry, modality = read_volume_array(path, series_uid=series_uid, allow_constant=allow_constant)
+    return to_metatensor(array.astype(dtype, copy=False), geometry, path, modality)
 
 
-def load_mask(path: str | Path, reference=None):
-    """Load a label map (integers, may be all zero) and check it lies on ``reference``'s grid if given.
+def ct_range_problem(lo: float, hi: float, min_range: float = 50.0) -> str | None:
+    """Why values ``lo..hi`` cannot be CT Hounsfield units, or None.
+
+    A CT of a body spans at least fat or air to soft tissue, hundreds of HU, so a range under ``min_range`` HU or all
+    values in [0, 1] (an already normalised export) is not HU, nor is anything beyond any scanner's range. A scan
+    with no value below 0 is allowed (a tightly cropped scan may hold no air); callers may warn about it.
+    """
+    if hi - lo < min_range or (lo >= 0.0 and hi <= 1.0):
+        return f"values {lo:g}..{hi:g} do not look like CT Hounsfield units"
+    if lo < -4000 or hi > 40000:
+        return f"values {lo:g}..{hi:g} are outside any CT Hounsfield range"
+    return None
+
+
+def read_mask_array(path: str | Path, reference: Any = None) -> tuple[np.ndarray, Geometry]:
+    """Read a label map (integers, may be all zero) as a plain (x, y, z) array and its grid; MONAI is not imported.
+
+    Args:
+        reference: the image's grid: a volume loaded by this module, a ``Geometry``, or the image's path.
 
     Raises:
         MedwssError: unreadable, not 3D, non-integer values, or a grid that differs from the reference.
     """
     image = read_sitk(path)
-    array = sitk_to_array(image)
+    array = scalar_array(image, path)
     validate_array(array, path, allow_constant=True)
     if np.issubdtype(array.dtype, np.floating):
         if not np.array_equal(array, np.round(array)):
             raise MedwssError(path, "label map holds non-integer values")
         array = array.astype(np.int32)
+    elif array.dtype in (np.uint16, np.uint32, np.uint64):
+        # torch cannot compare or reduce these ("gt_cpu" not implemented for 'UInt16'), so `mask > 0` would fail.
+        array = array.astype(np.int32 if array.dtype == np.uint16 else np.int64)
     geometry = Geometry.of(image)
     if reference is not None:
-        ref_geometry = reference if isinstance(reference, Geometry) else Geometry.from_meta(reference.meta["geometry"])
-        problem = ref_geometry.mismatch(geometry)
+        problem = reference_geometry(reference)[0].mismatch(geometry)
         if problem:
             raise MedwssError(path, f"label does not match its image: {problem}")
+    return array, geometry
+
+
+def load_mask(path: str | Path, reference: Any = None):
+    """``read_mask_array`` as a ``MetaTensor`` with its RAS affine.
+
+    Raises:
+        MedwssError: as ``read_mask_array``.
+    """
+    array, geometry = read_mask_array(path, reference)
     return to_metatensor(array, geometry, path, "")
 
 
@@ -297,7 +364,9 @@ def write_mask(mask: Any, reference: Any, out_path: str | Path, dtype: Any = np.
     for byte; any other reference (MetaImage, NRRD, DICOM) lends its ITK origin, spacing and direction.
 
     Raises:
-        MedwssError: the output would overwrite an input, has a non-NIfTI suffix, or the mask's shape differs.
+        MedwssError: the output would overwrite an input, has a non-NIfTI suffix, is a folder, or the mask's shape
+            differs.
+        ValueError: mask values that ``dtype`` cannot hold.
     """
     out = Path(out_path)
     geometry, source = reference_geometry(reference)
@@ -305,11 +374,18 @@ def write_mask(mask: Any, reference: Any, out_path: str | Path, dtype: Any = np.
         raise MedwssError(out, "refusing to overwrite an input scan")
     if volume_suffix(out) not in NIFTI_SUFFIXES:
         raise MedwssError(out, "masks are written as NIfTI: use a .nii.gz or .nii file name")
+    if out.is_dir():
+        raise MedwssError(out, "is a folder; give a file name for the mask")
     array = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
     if array.ndim == len(geometry.size) + 1 and array.shape[0] == 1:
         array = array[0]
     if tuple(array.shape) != geometry.size:
         raise MedwssError(out, f"mask shape {tuple(array.shape)} differs from the scan's {geometry.size}")
+    if np.issubdtype(dtype, np.integer) and array.size:
+        # A silent wrap-around (label 256 written as 0 in uint8) would corrupt the mask without a trace.
+        info, low, high = np.iinfo(dtype), array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise ValueError(f"mask values {low}..{high} do not fit {np.dtype(dtype).name}; pass a wider dtype")
     array = array.astype(dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial{volume_suffix(out)}")

@@ -4,7 +4,8 @@ A manifest says, per image, per slice, per class, whether the ROI is present (1)
 Two file forms hold the same thing:
 
 * **CSV**, one row per slice and class: ``image,slice,class,present`` plus optional ``case``, ``patient``,
-  ``prior``. Slice indices are z in the image array as loaded (x, y, z), the axis a radiologist scrolls.
+  ``prior``; an empty ``present`` (or no row) is an unlabelled slice. Slice indices are z in the image array as
+  loaded (x, y, z), the axis a radiologist scrolls.
 * **JSON datalist** (MONAI style): ``{"classes": [...], "training": [{"image", "case", "patient", "prior",
   "presence": {class: [0, 1, null, ...]}}]}``, one list entry per slice.
 
@@ -80,34 +81,33 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def _resolve(base: Path, value: str) -> Path:
+    """A manifest path: absolute as given, relative from the manifest's real folder (as ``write_manifest`` made it)."""
     candidate = Path(value)
-    return candidate if candidate.is_absolute() else (base / candidate)
+    return candidate if candidate.is_absolute() else Path(os.path.normpath(base.resolve() / candidate))
 
 
 def _read_csv(p: Path) -> Manifest:
-    with p.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MedwssError(p, f"missing columns: {', '.join(missing)} (need {', '.join(CSV_COLUMNS)})")
-        rows: dict[str, dict] = {}
-        classes: list[str] = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                z = int(row["slice"])
-                present = int(row["present"])
-            except (TypeError, ValueError):
-                raise MedwssError(p, f"row {line}: slice and present must be integers") from None
-            if present not in (0, 1) or z < 0:
-                raise MedwssError(p, f"row {line}: present must be 0 or 1 and slice >= 0")
-            name = row["class"].strip()
-            if not name:
-                raise MedwssError(p, f"row {line}: empty class")
-            if name not in classes:
-                classes.append(name)
-            image = row["image"].strip()
-            entry = rows.setdefault(image, {"labels": {}, "row": row})
-            entry["labels"].setdefault(name, {})[z] = present
+    rows: dict[str, dict] = {}
+    classes: list[str] = []
+    try:
+        # utf-8-sig: a spreadsheet's CSV export often starts with a byte-order mark that would hide the 'image' column.
+        with p.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in CSV_COLUMNS if c not in reader.fieldnames]
+            if missing:
+                raise MedwssError(p, f"missing columns: {', '.join(missing)} (need {', '.join(CSV_COLUMNS)})")
+            for line, row in enumerate(reader, start=2):
+                image, z, name, present = _csv_row(p, line, row)
+                if name not in classes:
+                    classes.append(name)
+                entry = rows.setdefault(os.path.normpath(image), {"labels": {}, "row": row})
+                labels = entry["labels"].setdefault(name, {})
+                if z in labels and not _same(labels[z], present):
+                    raise MedwssError(p, f"row {line}: slice {z} of class {name!r} of {image} given twice, differently")
+                labels[z] = present
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise MedwssError(p, f"cannot read as CSV: {err}") from None
     images = []
     for image, entry in rows.items():
         row = entry["row"]
@@ -128,15 +128,45 @@ def _read_csv(p: Path) -> Manifest:
     return Manifest(classes, images)
 
 
+def _csv_row(p: Path, line: int, row: dict) -> tuple[str, int, str, float]:
+    """(image, slice, class, present) of one CSV row; an empty ``present`` is an unlabelled slice (nan).
+
+    Raises:
+        MedwssError: a short row, an empty image or class, a slice that is not an integer >= 0, a present not 0/1.
+    """
+    short = [c for c in CSV_COLUMNS if row.get(c) is None]
+    if short:
+        raise MedwssError(p, f"row {line}: no value for {', '.join(short)}")
+    image, name, present_text = row["image"].strip(), row["class"].strip(), row["present"].strip()
+    if not image or not name:
+        raise MedwssError(p, f"row {line}: empty {'image' if not image else 'class'}")
+    try:
+        z = int(row["slice"])
+    except ValueError:
+        raise MedwssError(p, f"row {line}: slice {row['slice']!r} is not an integer") from None
+    if z < 0:
+        raise MedwssError(p, f"row {line}: slice {z} is negative")
+    if present_text not in ("0", "1", ""):
+        raise MedwssError(p, f"row {line}: present must be 0, 1 or empty (unlabelled), not {present_text!r}")
+    return image, z, name, float(present_text) if present_text else np.nan
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (np.isnan(a) and np.isnan(b))
+
+
 def _read_json(p: Path) -> Manifest:
     try:
         data = json.loads(p.read_text())
-    except ValueError as err:
+    except (OSError, ValueError) as err:
         raise MedwssError(p, f"not valid JSON: {err}") from None
     items = data.get("training") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise MedwssError(p, "a JSON manifest needs a 'training' list")
-    classes = list(data.get("classes") or [])
+    classes = data.get("classes") or []
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise MedwssError(p, "'classes' must be a list of class names")
+    classes = list(classes)
     images = []
     for i, entry in enumerate(items):
         if not isinstance(entry, dict) or "image" not in entry or not isinstance(entry.get("presence"), dict):
@@ -150,69 +180,92 @@ def _read_json(p: Path) -> Manifest:
             prior=_resolve(p.parent, str(entry["prior"])) if entry.get("prior") else None,
         )
         for name, values in entry["presence"].items():
-            array = np.array([np.nan if v is None else v for v in values], dtype=float)
-            if not np.all(np.isnan(array) | (array == 0) | (array == 1)):
-                raise MedwssError(p, f"training[{i}] class {name!r}: presence values must be 0, 1 or null")
-            if name not in classes:
+            item.presence[str(name)] = _presence_array(p, i, name, values)
+            if str(name) not in classes:
                 classes.append(str(name))
-            item.presence[str(name)] = array
         images.append(item)
     return Manifest(classes, images)
+
+
+def _presence_array(p: Path, i: int, name: str, values: object) -> np.ndarray:
+    """One class's per-slice list (0, 1 or null) as a float array with nan for null.
+
+    Raises:
+        MedwssError: not a flat list of 0, 1 and null.
+    """
+    problem = MedwssError(p, f"training[{i}] class {name!r}: presence must be a list of 0, 1 or null")
+    if not isinstance(values, list) or not all(v is None or isinstance(v, int | float) for v in values):
+        raise problem
+    array = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    if not np.all(np.isnan(array) | (array == 0) | (array == 1)):
+        raise problem
+    return array
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     """Write as CSV or JSON (by suffix), paths relative to the manifest's folder, through a temporary file.
 
+    Unlabelled slices (nan) are written too (an empty ``present`` in CSV, null in JSON), so a round trip keeps them.
+
     Raises:
-        MedwssError: unknown suffix.
+        MedwssError: unknown suffix, or the file cannot be written (the target is then left as it was).
     """
     out = Path(path)
     if out.suffix.lower() not in (".csv", ".json"):
         raise MedwssError(out, "a manifest is a .csv or .json file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    base = out.parent.resolve()
-
-    def rel(p: Path) -> str:
-        return os.path.relpath(Path(p).resolve(), base)
-
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        base = out.parent.resolve()
         with tmp.open("w", newline="") as handle:
             if out.suffix.lower() == ".csv":
-                writer = csv.writer(handle)
-                writer.writerow(CSV_COLUMNS + CSV_OPTIONAL)
-                for item in manifest.images:
-                    for z in range(item.num_slices):
-                        for name in manifest.classes:
-                            value = item.presence.get(name, np.empty(0))
-                            if z < len(value) and not np.isnan(value[z]):
-                                prior = rel(item.prior) if item.prior else ""
-                                writer.writerow(
-                                    [rel(item.image), z, name, int(value[z]), item.case, item.patient, prior]
-                                )
+                _write_csv(manifest, handle, base)
             else:
-                data = {
-                    "classes": manifest.classes,
-                    "training": [
-                        {
-                            "image": rel(item.image),
-                            "case": item.case,
-                            "patient": item.patient,
-                            **({"prior": rel(item.prior)} if item.prior else {}),
-                            "presence": {
-                                n: [None if np.isnan(v) else int(v) for v in item.presence[n]]
-                                for n in manifest.classes
-                                if n in item.presence
-                            },
-                        }
-                        for item in manifest.images
-                    ],
-                }
-                json.dump(data, handle, indent=1)
+                json.dump(_json_data(manifest, base), handle, indent=1)
         os.replace(tmp, out)
+    except OSError as err:
+        raise MedwssError(out, f"cannot write: {err.strerror or err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # exists(), not unlink(missing_ok): it is False, not an error, under a non-folder parent
+            tmp.unlink()
     return out
+
+
+def _relative(p: Path, base: Path) -> str:
+    return os.path.relpath(Path(p).resolve(), base)
+
+
+def _write_csv(manifest: Manifest, handle, base: Path) -> None:
+    writer = csv.writer(handle)
+    writer.writerow(CSV_COLUMNS + CSV_OPTIONAL)
+    for item in manifest.images:
+        image, prior = _relative(item.image, base), _relative(item.prior, base) if item.prior else ""
+        for z in range(item.num_slices):
+            for name in manifest.classes:
+                value = item.presence.get(name, np.empty(0))
+                if z < len(value):
+                    present = "" if np.isnan(value[z]) else int(value[z])
+                    writer.writerow([image, z, name, present, item.case, item.patient, prior])
+
+
+def _json_data(manifest: Manifest, base: Path) -> dict:
+    return {
+        "classes": manifest.classes,
+        "training": [
+            {
+                "image": _relative(item.image, base),
+                "case": item.case,
+                "patient": item.patient,
+                **({"prior": _relative(item.prior, base)} if item.prior else {}),
+                "presence": {
+                    n: [None if np.isnan(v) else int(v) for v in item.presence[n]]
+                    for n in manifest.classes
+                    if n in item.presence
+                },
+            }
+            for item in manifest.images
+        ],
+    }
 
 
 def manifest_from_masks(root, spec=None, progress=None) -> Manifest:

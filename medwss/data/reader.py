@@ -13,11 +13,16 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader
 
-from medwss.data.io import Geometry, is_volume_path, modality_of, read_sitk, sitk_to_array, validate_array
+from medwss.data.io import Geometry, is_volume_path, modality_of, read_sitk, scalar_array, validate_array
+from medwss.errors import MedwssError
 
 
 class SimpleITKReader(ImageReader):
     """Reads NIfTI, MetaImage, NRRD and DICOM-series folders into (x, y, z) arrays with a RAS affine.
+
+    A file medwss cannot use raises ``MedwssError`` from ``get_data``, not ``read``: ``LoadImage`` turns whatever
+    ``read`` raises into a many-line ``RuntimeError`` listing every registered reader, and the CLI must get the
+    one-line user error instead.
 
     Args:
         series_uid: which DICOM series to read when a folder holds several (default: the largest).
@@ -36,11 +41,16 @@ class SimpleITKReader(ImageReader):
             if len(data) != 1:
                 raise ValueError("SimpleITKReader reads one volume per call")
             data = data[0]
-        return read_sitk(data, self.series_uid), str(data)
+        try:
+            return read_sitk(data, self.series_uid), str(data)
+        except MedwssError as err:
+            return err, str(data)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         image, path = img
-        array = sitk_to_array(image)
+        if isinstance(image, MedwssError):
+            raise image
+        array = scalar_array(image, path)
         validate_array(array, path, allow_constant=True)
         geometry = Geometry.of(image)
         affine = geometry.ras_affine()

@@ -94,14 +94,18 @@ class LabelRule:
         unknown = set(config) - {"files", "test", "exclude", "missing"}
         if unknown:
             raise MedwssError(f"class {name}", f"unknown label rule keys: {', '.join(sorted(unknown))}")
-        files = config["files"]
-        files = (files,) if isinstance(files, str) else tuple(files)
-        exclude = config.get("exclude", ())
-        exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        files = _patterns(name, "files", config["files"])
+        if not files:
+            raise MedwssError(f"class {name}", "'files' names no pattern")
+        exclude = _patterns(name, "exclude", config.get("exclude") or ())
         missing = config.get("missing", "error")
         if missing not in ("error", "empty"):
             raise MedwssError(f"class {name}", f"'missing' must be 'error' or 'empty', not {missing!r}")
-        return cls(files, VoxelTest.parse(config.get("test", "> 0")), exclude, missing)
+        try:
+            test = VoxelTest.parse(config.get("test", "> 0"))
+        except MedwssError as err:  # name the class, so the user knows which rule of the spec to fix
+            raise MedwssError(f"class {name}", err.problem) from None
+        return cls(files, test, exclude, missing)
 
     def resolve(self, root: Path, case: str, patterns: tuple[str, ...] | None = None) -> list[Path]:
         """Files matching the rule's patterns for ``case``, sorted."""
@@ -119,18 +123,33 @@ class LabelRule:
         }
 
 
+def _patterns(name: str, key: str, value: Any) -> tuple[str, ...]:
+    """A pattern or list of patterns as a tuple of relative glob patterns.
+
+    Raises:
+        MedwssError: not strings, empty, or absolute (``Path.glob`` only takes patterns relative to the root).
+    """
+    patterns = (value,) if isinstance(value, str) else value
+    if not isinstance(patterns, list | tuple) or not all(isinstance(v, str) and v.strip() for v in patterns):
+        raise MedwssError(f"class {name}", f"{key!r} must be a glob pattern or a list of them, not {value!r}")
+    for pattern in patterns:
+        if Path(pattern).is_absolute():
+            raise MedwssError(f"class {name}", f"{key!r} pattern {pattern!r} must be relative to the data set root")
+    return tuple(patterns)
+
+
 def apply_rule(rule: LabelRule, label_files: list[Path], exclude_files: list[Path], reference: Any) -> np.ndarray:
     """The class mask (x, y, z) bool on ``reference``'s grid.
 
     Raises:
         MedwssError: a file that is unreadable or lies on another grid than the image.
     """
-    from medwss.data.io import Geometry, load_mask
+    from medwss.data.io import Geometry, read_mask_array
 
     geometry = reference if isinstance(reference, Geometry) else Geometry.from_meta(reference.meta["geometry"])
     mask = np.zeros(geometry.size, dtype=bool)
     for path in label_files:
-        mask |= rule.test(np.asarray(load_mask(path, geometry)))
+        mask |= rule.test(read_mask_array(path, geometry)[0])
     for path in exclude_files:
-        mask &= ~(np.asarray(load_mask(path, geometry)) > 0)
+        mask &= ~(read_mask_array(path, geometry)[0] > 0)
     return mask

@@ -1,0 +1,116 @@
+"""MONAI bundle configs for medwss: layered stage configs, ``#``-id overrides, and the bundle's stage list.
+
+A bundle's ``configs/`` holds ``common.yaml`` (data, preset, classes, seed: what every stage shares), one
+``train_<stage>.yaml`` per training stage layered on top of it, and ``inference.yaml`` for ``segment`` and MONAI
+Label. Configs are read with MONAI's ``ConfigParser``, so ``_target_`` components, ``@`` references and
+``--set a#b=value`` overrides work as in ``python -m monai.bundle run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from medwss.errors import MedwssError
+
+COMMON = "common.yaml"
+DEFAULT_STAGES = ("detector", "selfplay")
+
+
+def bundle_dir_of(path: str | Path) -> Path:
+    """The bundle folder (the one holding ``configs/``).
+
+    Raises:
+        MedwssError: not a bundle.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MedwssError(p, "bundle not found")
+    if not (p / "configs").is_dir():
+        raise MedwssError(p, "not a bundle (no configs/ folder)")
+    return p.resolve()
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["selfplay#num_iterations=20", "seed=3"]`` -> ``{"selfplay#num_iterations": 20, "seed": 3}``.
+
+    Values are read as YAML, so numbers, booleans, lists and null come out typed.
+
+    Raises:
+        MedwssError: a pair without ``=``.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise MedwssError("--set", f"expected ID=VALUE (e.g. selfplay#num_iterations=20), got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def stage_config_file(bundle: Path, stage: str) -> Path:
+    """``configs/train_<stage>.yaml`` (or .json)."""
+    for suffix in (".yaml", ".yml", ".json"):
+        candidate = bundle / "configs" / f"train_{stage}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise MedwssError(bundle / "configs" / f"train_{stage}.yaml", f"no config for stage {stage!r}")
+
+
+def load_config(bundle: str | Path, files: Sequence[str | Path], overrides: dict[str, Any] | None = None):
+    """A ``ConfigParser`` over ``configs/common.yaml`` (when present) then ``files``, with ``bundle_root`` set.
+
+    Raises:
+        MedwssError: an unreadable config or an override naming no existing key's parent.
+    """
+    from monai.bundle import ConfigParser
+
+    root = bundle_dir_of(bundle)
+    paths = [root / "configs" / COMMON] if (root / "configs" / COMMON).is_file() else []
+    paths += [Path(f) for f in files]
+    parser = ConfigParser()
+    try:
+        parser.read_config([str(p) for p in paths])
+    except Exception as err:  # yaml/json errors carry their own types; all mean an unreadable config
+        raise MedwssError(paths[-1] if paths else root, f"cannot read config: {str(err).splitlines()[0]}") from None
+    parser["bundle_root"] = str(root)
+    for key, value in (overrides or {}).items():
+        parent = key.rsplit("#", 1)[0] if "#" in key else None
+        if parent is not None and parent not in parser:
+            raise MedwssError("--set", f"no config entry {parent!r} to set {key!r} in")
+        parser[key] = value
+    return parser
+
+
+def stages_of(bundle: str | Path) -> list[str]:
+    """Training stages in order: ``stages`` in ``common.yaml``, else those of ``DEFAULT_STAGES`` that exist."""
+    root = bundle_dir_of(bundle)
+    common = root / "configs" / COMMON
+    if common.is_file():
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(str(common))
+        if "stages" in parser:
+            return [str(s) for s in parser["stages"]]
+    return [s for s in DEFAULT_STAGES if any((root / "configs" / f"train_{s}{x}").is_file() for x in (".yaml", ".json"))]
+
+
+def parsed(parser, key: str, default: Any = None) -> Any:
+    """``parser.get_parsed_content(key)``, or ``default`` when the key is absent; errors name the key.
+
+    Raises:
+        MedwssError: the entry exists but cannot be built (bad ``_target_``, bad arguments).
+    """
+    if key not in parser:
+        return default
+    try:
+        return parser.get_parsed_content(key, instantiate=True)
+    except Exception as err:
+        raise MedwssError(f"config {key}", f"cannot build: {str(err).splitlines()[0]}") from None
