@@ -1,0 +1,149 @@
+"""Object presence detector: a fully convolutional multiple-instance (MIL) network with one logit per cell.
+
+RLSP (Saeed et al., TPAMI 2025, Sec. 3.1) needs a detector that scores *patches* although it is trained on
+*slice-level* presence labels only. A whole-slice classifier ranks slices well but scores cropped or blanked
+patches poorly (measured: patch AUC 0.10-0.69 on prostate), so this network is a multiple-instance learner:
+it emits one presence logit per 8 x 8 pixel cell, the slice logit is a pooling of the cells (the bag), and a
+patch is scored by the same pooling over its own cells (a smaller bag). Training and patch scoring therefore
+ask the same question of the same numbers.
+
+Built from MONAI blocks (``Convolution``, ``ResidualUnit``: the blocks of ``monai.networks.nets.Classifier``
+and ``Regressor``) rather than a whole ``monai.networks.nets`` class, because every MONAI classifier ends in
+global pooling or a dense layer, which removes the spatial layout the cells need, and the MONAI ResNet/DenseNet
+trunks give each cell a receptive field larger than the slice, so every cell sees (and copies) the whole-slice
+decision. Here the receptive field is 39 px (about 5 cells at stride 8), plus 32 px per ``extra_blocks``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from torch import nn
+
+CELL_SIZE = 8
+"""Pixels per cell side: the network's output stride."""
+
+POOLINGS = ("lse", "max", "mean")
+
+
+def coordinate_channels(batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """Two channels with the row and column position in [-1, 1] (CoordConv, Liu et al. 2018).
+
+    Why: scans are framed around the organ, so position is evidence a translation-equivariant net cannot use.
+    """
+    rows = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
+    cols = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
+    grid_r, grid_c = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack([grid_r, grid_c]).unsqueeze(0).expand(batch, 2, height, width)
+
+
+def pool_cells(logits: torch.Tensor, mask: torch.Tensor | None, pooling: str, lse_r: float = 5.0) -> torch.Tensor:
+    """MIL pooling of cell logits over the cells in ``mask``: (..., h, w) -> (...).
+
+    ``lse`` is the log-mean-exp with sharpness ``lse_r`` (Pinheiro & Collobert 2015): between ``mean`` (r -> 0)
+    and ``max`` (r -> inf). A bag whose mask is empty pools over all its cells, so it still gets a score.
+
+    Args:
+        logits: cell logits, any leading dims.
+        mask: bool, broadcastable to ``logits``; None pools over all cells.
+        pooling: one of ``POOLINGS``.
+        lse_r: sharpness of ``lse``.
+    """
+    flat = logits.flatten(-2)
+    if mask is None:
+        keep = torch.ones_like(flat, dtype=torch.bool)
+    else:
+        keep = mask.expand_as(logits).flatten(-2)
+        keep = keep | ~keep.any(-1, keepdim=True)
+    count = keep.sum(-1).clamp(min=1).to(flat.dtype)
+    if pooling == "mean":
+        return (flat * keep).sum(-1) / count
+    low = torch.finfo(flat.dtype).min / 4
+    masked = flat.masked_fill(~keep, low)
+    if pooling == "max":
+        return masked.max(-1).values
+    if pooling == "lse":
+        return (torch.logsumexp(lse_r * masked, -1) - torch.log(count)) / lse_r
+    raise ValueError(f"unknown pooling {pooling!r}, expected one of {POOLINGS}")
+
+
+class PresenceDetector(nn.Module):
+    """Fully convolutional presence detector: (B, C, H, W) -> cell logits (B, K, H/8, W/8).
+
+    Args:
+        in_channels: image channels C (1 for a slice; 3 with neighbouring slices as context).
+        num_classes: K presence classes, each an independent sigmoid (multi-label).
+        width: channels of the first residual stage; the last stage has ``2 * width``.
+        extra_blocks: stride-1 residual units after the last stage (each widens the receptive field by 32 px).
+        coord_channels: append row/column position channels (CoordConv).
+        pooling: MIL pooling used for the slice logit and for patch scores, one of ``POOLINGS``.
+        lse_r: sharpness of ``lse`` pooling.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        width: int = 16,
+        extra_blocks: int = 0,
+        coord_channels: bool = True,
+        pooling: str = "lse",
+        lse_r: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}, expected one of {POOLINGS}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.coord_channels = coord_channels
+        self.pooling = pooling
+        self.lse_r = lse_r
+        stem_in = in_channels + (2 if coord_channels else 0)
+        layers: list[nn.Module] = [
+            Convolution(2, stem_in, width // 2 or 1, strides=2, kernel_size=3, norm="batch", act="relu"),
+            ResidualUnit(2, width // 2 or 1, width, strides=2, subunits=2, norm="batch"),
+            ResidualUnit(2, width, 2 * width, strides=2, subunits=2, norm="batch"),
+        ]
+        for _ in range(extra_blocks):
+            layers.append(ResidualUnit(2, 2 * width, 2 * width, strides=1, subunits=2, norm="batch"))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(2 * width, num_classes, kernel_size=1)
+        # Start every cell at a low presence prior (Lin et al. 2017, focal loss init) so that pooling many cells
+        # does not begin saturated at "present".
+        nn.init.constant_(self.head.bias, -math.log(99.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Cell logits (B, K, ceil(H/8), ceil(W/8))."""
+        if self.coord_channels:
+            x = torch.cat([x, coordinate_channels(x.shape[0], x.shape[-2], x.shape[-1], x)], dim=1)
+        return self.head(self.features(x))
+
+    def presence_logits(self, x: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+        """Slice-level presence logits (B, K): cells pooled over ``region`` (B, H, W) bool, e.g. an organ prior.
+
+        A cell counts as inside the region when at least half of its pixels are.
+        """
+        cells = self(x)
+        mask = None if region is None else region_cells(region, cells.shape[-2:]).unsqueeze(1)
+        return pool_cells(cells, mask, self.pooling, self.lse_r)
+
+
+def region_cells(region: torch.Tensor, cell_shape: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B, H, W) bool pixel region -> (B, h, w) bool: cells at least half inside the region."""
+    frac = nn.functional.adaptive_avg_pool2d(region.unsqueeze(1).float(), tuple(cell_shape))
+    return frac[:, 0] >= 0.5
+
+
+def build_detector(
+    in_channels: int = 1,
+    num_classes: int = 1,
+    width: int = 16,
+    extra_blocks: int = 0,
+    coord_channels: bool = True,
+    pooling: str = "lse",
+    lse_r: float = 5.0,
+) -> PresenceDetector:
+    """Factory from plain kwargs, for ``_target_: medwss.detector.network.build_detector`` in bundle configs."""
+    return PresenceDetector(in_channels, num_classes, width, extra_blocks, coord_channels, pooling, lse_r)

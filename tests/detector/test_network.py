@@ -1,0 +1,69 @@
+"""Detector network: shapes, MIL pooling values, factory."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medwss.detector.network import POOLINGS, PresenceDetector, build_detector, pool_cells, region_cells
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "num_classes", "size", "coords", "extra"),
+    [(1, 1, 128, True, 0), (3, 2, 64, False, 1), (2, 5, 40, True, 0)],
+)
+def test_cell_logit_shape(in_channels: int, num_classes: int, size: int, coords: bool, extra: int) -> None:
+    model = build_detector(in_channels=in_channels, num_classes=num_classes, width=8, coord_channels=coords,
+                           extra_blocks=extra)
+    cells = model(torch.rand(2, in_channels, size, size))
+    assert cells.shape == (2, num_classes, math.ceil(size / 8), math.ceil(size / 8))
+    assert cells.dtype == torch.float32
+    assert model.presence_logits(torch.rand(2, in_channels, size, size)).shape == (2, num_classes)
+
+
+LOGITS = torch.tensor([[0.0, 1.0], [2.0, -3.0]])
+
+
+@pytest.mark.parametrize(
+    ("pooling", "mask", "expected"),
+    [
+        ("max", None, 2.0),
+        ("mean", None, 0.0),
+        ("lse", None, math.log((1 + math.e ** 5 + math.e ** 10 + math.e ** -15) / 4) / 5),
+        ("max", torch.tensor([[True, True], [False, True]]), 1.0),
+        ("mean", torch.tensor([[True, True], [False, False]]), 0.5),
+        ("mean", torch.zeros(2, 2, dtype=torch.bool), 0.0),  # empty bag pools over all cells
+        ("lse", torch.tensor([[False, False], [True, False]]), 2.0),  # a single cell is its own pool
+    ],
+)
+def test_pool_cells_cases(pooling: str, mask: torch.Tensor | None, expected: float) -> None:
+    assert pool_cells(LOGITS, mask, pooling, 5.0).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lse_lies_between_mean_and_max() -> None:
+    x = torch.randn(3, 4, 4)
+    for r in (0.5, 5.0, 50.0):
+        lse = pool_cells(x, None, "lse", r)
+        assert torch.all(lse <= x.flatten(1).max(1).values + 1e-5)
+        assert torch.all(lse >= x.flatten(1).mean(1) - 1e-5)
+
+
+def test_unknown_pooling_raises() -> None:
+    with pytest.raises(ValueError, match="unknown pooling"):
+        PresenceDetector(pooling="median")
+    with pytest.raises(ValueError, match="unknown pooling"):
+        pool_cells(LOGITS, None, "median")
+
+
+def test_region_cells_needs_half_coverage() -> None:
+    region = torch.zeros(1, 16, 16, dtype=torch.bool)
+    region[0, :8, :4] = True  # half of cell (0, 0)
+    region[0, 8:, 8:11] = True  # 3/8 of cell (1, 1)
+    assert region_cells(region, (2, 2)).tolist() == [[[True, False], [False, False]]]
+
+
+def test_all_poolings_are_accepted() -> None:
+    for pooling in POOLINGS:
+        assert build_detector(width=4, pooling=pooling).pooling == pooling
