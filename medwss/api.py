@@ -5,6 +5,7 @@ Heavy imports stay inside the functions so that ``medwss --help`` stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medwss.runtime.progress import ProgressTask
@@ -47,3 +48,41 @@ def labels_from_masks(
     manifest = manifest_from_masks(root, DatasetSpec.load(spec) if spec else None, progress=task.advance)
     write_manifest(manifest, out)
     return manifest
+
+
+def evaluate(
+    pred: str | Path,
+    gt: str | Path,
+    out: str | Path | None = None,
+    *,
+    gt_pattern: str | None = None,
+    gt_rule: str | None = None,
+    pred_rule: str | None = None,
+    classes: Sequence[str] | Mapping[str, str] | None = None,
+    task: ProgressTask | None = None,
+):
+    """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``.
+
+    Args:
+        pred, gt: a mask file each, or folders paired by case id (``gt_pattern`` such as
+            ``"{case}/gland_reader1.nii.gz"`` finds ground truths laid out one folder per case).
+        out: output folder; default ``eval/`` in the prediction folder (or next to the prediction file).
+        gt_rule, pred_rule, classes: label rules, see ``medwss.metrics.evaluate.class_rules``.
+
+    Returns:
+        the ``EvalReport`` written (rows, per-class summary, unmatched files, output paths).
+
+    Raises:
+        MedwssError: missing or unreadable masks, no matching case, a grid mismatch, bad rules, unwritable output;
+            nothing is written then.
+    """
+    from medwss.metrics.evaluate import class_rules, evaluate_cases, match_cases, write_report
+
+    pred = Path(pred)
+    rules = class_rules(classes, gt_rule, pred_rule)
+    matching = match_cases(pred, gt, gt_pattern)
+    out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
+    task = task or ProgressTask()
+    task.set_total(len(matching.pairs))
+    report = evaluate_cases(matching, rules, progress=task.advance)
+    return write_report(report, out)

@@ -123,5 +123,80 @@ def labels_from_masks(
     typer.echo(f"wrote {out}: {len(manifest.images)} images, {len(manifest.patients())} patients; {counts}")
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    pred: Annotated[Path, typer.Argument(help="Predicted mask file, or folder of masks named by case id.")],
+    gt: Annotated[Path, typer.Argument(help="Ground-truth label map, or folder of them (see --gt-pattern).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Folder for cases.csv and summary.json (default: eval/ in PRED, or beside a PRED file)."
+        ),
+    ] = None,
+    gt_pattern: Annotated[
+        str | None,
+        typer.Option(metavar="PATTERN", help="Ground truth of each case under GT, e.g. '{case}/gland_reader1.nii.gz'."),
+    ] = None,
+    gt_rule: Annotated[
+        str | None,
+        typer.Option(metavar="RULE", help="Voxel test for the ground-truth mask: '> 0' (default), '== 2', 'in 1,2'."),
+    ] = None,
+    pred_rule: Annotated[
+        str | None,
+        typer.Option(metavar="RULE", help="Voxel test for the predicted mask of every class (default '> 0')."),
+    ] = None,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class",
+            metavar="NAME=RULE",
+            help="One scored class per option, its rule applied to ground truth and prediction (instead of 'roi').",
+        ),
+    ] = None,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Dice, IoU, HD95 and mean surface distance (mm) per case and class; mDSC and mIoU over cases."""
+    from medwss import api
+    from medwss.runtime.progress import progress_task
+
+    _setup_logging(verbose)
+    with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
+        report = api.evaluate(
+            pred, gt, out, gt_pattern=gt_pattern, gt_rule=gt_rule, pred_rule=pred_rule, classes=classes, task=task
+        )
+    for path in report.matching.unmatched_predictions:
+        typer.echo(f"warning: {path}: no ground truth with this case id; not scored", err=True)
+    for path in report.matching.unmatched_ground_truths:
+        typer.echo(f"warning: {path}: no prediction for this case; not scored", err=True)
+    _print_eval(report)
+
+
+def _print_eval(report: Any) -> None:
+    """The per-case table, then one summary line per class, on stdout."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    def fmt(value: float, digits: int = 3) -> str:
+        return "n/a" if value != value else f"{value:.{digits}f}"  # NaN: one mask empty, no surface distance
+
+    table = Table("case", "class", "Dice", "IoU", "HD95 (mm)", "MSD (mm)")
+    for row in report.rows:
+        table.add_row(escape(row["case"]), escape(row["class"]), fmt(row["dice"]), fmt(row["iou"]), fmt(row["hd95"], 2),
+                      fmt(row["msd"], 2))
+    Console(highlight=False).print(table)
+    n = report.num_cases
+    for name, stats in report.summary.items():
+        hd, msd = stats["hd95"], stats["msd"]
+        typer.echo(
+            f"{name}: mean Dice (mDSC) {fmt(stats['dice']['mean'])}, mIoU {fmt(stats['iou']['mean'])} over {n} "
+            f"case{'s' if n != 1 else ''}; HD95 {fmt(hd['mean'], 2)} mm, MSD {fmt(msd['mean'], 2)} mm "
+            f"(mean over {hd['count']} of {n})"
+        )
+    typer.echo(f"wrote {report.cases_csv} and {report.summary_json}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -99,7 +99,9 @@ def stages_of(bundle: str | Path) -> list[str]:
         parser.read_config(str(common))
         if "stages" in parser:
             return [str(s) for s in parser["stages"]]
-    return [s for s in DEFAULT_STAGES if any((root / "configs" / f"train_{s}{x}").is_file() for x in (".yaml", ".json"))]
+    return [
+        s for s in DEFAULT_STAGES if any((root / "configs" / f"train_{s}{x}").is_file() for x in (".yaml", ".json"))
+    ]
 
 
 def parsed(parser, key: str, default: Any = None) -> Any:
