@@ -86,3 +86,76 @@ def evaluate(
     task.set_total(len(matching.pairs))
     report = evaluate_cases(matching, rules, progress=task.advance)
     return write_report(report, out)
+
+
+def train_bundle(
+    bundle: str | Path,
+    stage: str | None = None,
+    *,
+    overrides: dict | None = None,
+    run_dir: str | Path | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> list[dict]:
+    """Run a bundle's training stages in order (or one ``stage``), each resuming from its last checkpoint.
+
+    Returns the exported model notes, one per stage run.
+
+    Raises:
+        MedwssError: bad bundle, config, override or data.
+    """
+    from medwss.bundle.config import stages_of
+    from medwss.bundle.stages import train_stage
+    from medwss.runtime.progress import progress_task
+
+    stages = [stage] if stage else stages_of(bundle)
+    notes = []
+    for name in stages:
+        with progress_task(f"{name}", enabled=progress) as task:
+            notes.append(
+                train_stage(
+                    bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
+                )
+            )
+    return notes
+
+
+def segment(
+    scans: list[str | Path],
+    out: str | Path | None = None,
+    *,
+    bundle: str | Path | None = None,
+    method: str = "rlsp",
+    roi_mask: str | Path | None = None,
+    overlay: bool = False,
+    task: ProgressTask | None = None,
+) -> list[Path]:
+    """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
+
+    The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
+    ``overlay`` a PNG of the mask on the scan is written beside it.
+
+    Raises:
+        MedwssError: bad scans, masks, outputs or bundle.
+    """
+    from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+
+    task = task or ProgressTask()
+    scan_paths = find_scans([Path(s) for s in scans])
+    priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
+    outs = output_paths(scan_paths, Path(out) if out else None, method)
+    segmenter = Segmenter(bundle or default_bundle(), method)
+    task.set_total(len(scan_paths))
+    written = []
+    for scan, prior, target in zip(scan_paths, priors, outs, strict=True):
+        task.describe(f"segmenting {scan.name}")
+        png = target.with_name(target.name.split(".nii")[0] + "_overlay.png") if overlay else None
+        written.append(segmenter.segment(scan, target, prior, png))
+        task.advance(1)
+    return written
+
+
+def default_bundle() -> Path:
+    """The shipped prostate bundle (``bundles/prostate`` beside the package)."""
+    return Path(__file__).resolve().parents[1] / "bundles" / "prostate"

@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -99,6 +100,74 @@ def check(
     raise typer.Exit(2)
 
 
+@app.command()
+@user_errors
+def train(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. bundles/prostate.")],
+    stage: Annotated[str | None, typer.Option(help="Run only this stage (detector, selfplay).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config entry by its MONAI id: --set seed=3.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for everything (same as --set seed=N).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where checkpoints and logs go (default runs/<bundle>).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Start over instead of resuming.")] = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train a bundle's stages in order (detector, then self-play), resuming each from its last checkpoint."""
+    from medwss import api
+    from medwss.bundle.config import parse_overrides
+
+    _setup_logging(verbose)
+    overrides = parse_overrides(set_ or [])
+    if seed is not None:
+        overrides["seed"] = seed
+    command = "medwss " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
+    notes = api.train_bundle(
+        bundle, stage, overrides=overrides, run_dir=run_dir, restart=restart, progress=not no_progress, command=command
+    )
+    for note in notes:
+        metrics = ", ".join(f"{k} {v}" for k, v in note.get("metrics", {}).items())
+        typer.echo(f"{note['stage']}: exported to {bundle}/models ({metrics})")
+
+
+class Method(str, Enum):
+    """Segmentation methods over the bundle's detector."""
+
+    rlsp = "rlsp"
+    cam = "cam"
+    single_agent = "single-agent"
+
+
+@app.command()
+@user_errors
+def segment(
+    scans: Annotated[list[Path], typer.Argument(help="Scan files, folders of scans, or DICOM series folders.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Mask file (one scan) or folder.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped prostate bundle).")] = None,
+    method: Annotated[
+        Method, typer.Option(help="rlsp (the self-play agent), cam (Grad-CAM++) or single-agent.")
+    ] = Method.rlsp,
+    roi_mask: Annotated[
+        Path | None, typer.Option(help="Organ prior mask (a file, or a folder of masks named like the scans).")
+    ] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write <mask>_overlay.png.")] = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid."""
+    from medwss import api
+    from medwss.runtime.progress import progress_task
+
+    _setup_logging(verbose)
+    with progress_task("segmenting", enabled=not no_progress) as task:
+        written = api.segment(
+            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task
+        )
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
 @labels_app.command("from-masks")
 @user_errors
 def labels_from_masks(
@@ -184,8 +253,14 @@ def _print_eval(report: Any) -> None:
 
     table = Table("case", "class", "Dice", "IoU", "HD95 (mm)", "MSD (mm)")
     for row in report.rows:
-        table.add_row(escape(row["case"]), escape(row["class"]), fmt(row["dice"]), fmt(row["iou"]), fmt(row["hd95"], 2),
-                      fmt(row["msd"], 2))
+        table.add_row(
+            escape(row["case"]),
+            escape(row["class"]),
+            fmt(row["dice"]),
+            fmt(row["iou"]),
+            fmt(row["hd95"], 2),
+            fmt(row["msd"], 2),
+        )
     Console(highlight=False).print(table)
     n = report.num_cases
     for name, stats in report.summary.items():

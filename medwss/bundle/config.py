@@ -115,4 +115,9 @@ def parsed(parser, key: str, default: Any = None) -> Any:
     try:
         return parser.get_parsed_content(key, instantiate=True)
     except Exception as err:
+        cause: BaseException | None = err
+        while cause is not None:  # MONAI wraps a component's own user error: let that one speak
+            if isinstance(cause, MedwssError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
         raise MedwssError(f"config {key}", f"cannot build: {str(err).splitlines()[0]}") from None

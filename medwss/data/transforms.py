@@ -255,11 +255,12 @@ def volume_transforms(
     preset = get_preset(preset, window)
     image_key, mask_keys = keys[0], list(keys[1:])
     spatial_keys = [image_key, *mask_keys]
+    mask_only = [CheckGeometryd(mask_keys, ref_key=image_key)] if mask_keys else []
     return Compose(
         [
             LoadVolumed(spatial_keys),
             EnsureChannelFirstd(spatial_keys, allow_missing_keys=True),
-            CheckGeometryd(mask_keys, ref_key=image_key),
+            *mask_only,
             AddSliceIndexd(image_key),
             Orientationd([*spatial_keys, SLICE_INDEX], axcodes="RAS", labels=RAS_LABELS, allow_missing_keys=True),
             ExtractSliceIndexd(image_key),
@@ -271,7 +272,7 @@ def volume_transforms(
                 allow_missing_keys=True,
             ),
             EnsureTyped(image_key, dtype=torch.float32),
-            EnsureTyped(mask_keys, dtype=MASK_DTYPE, allow_missing_keys=True),
+            *([EnsureTyped(mask_keys, dtype=MASK_DTYPE, allow_missing_keys=True)] if mask_keys else []),
         ]
     )
 

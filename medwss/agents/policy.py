@@ -1,0 +1,201 @@
+"""The agents' policy-value network: a masked patch head, a termination head and a value head over one trunk.
+
+One action space for the game engine: G*G patch actions (row-major) then TERMINATE (RLSP §3.2-3.3), drawn in two
+stages: stop with P(terminate) = sigmoid(termination logit from pooled features), else pick a legal patch from the
+softmax of the patch head (fully convolutional at G x G). Illegal actions (taken patches, outside the region,
+TERMINATE in the final phase) get probability exactly 0.
+
+P(terminate) is clamped to [floor, 1 - floor]. Without it, self-play collapsed in our runs: against the first,
+random opponents "terminate at once" wins ~90% of games, the termination probability saturates to 1 and PPO never
+again samples the one-step deviation ("play a patch, let the opponent terminate first") that becomes the better move
+once opponents learn to find the ROI in their final pick. A squashing bound (tanh) saturates the same way, so the
+clamp passes the gradients that pull the logit back inside and blocks those pushing it further out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from torch import nn
+
+from medwss.agents.inputs import STATE_PLANES, ObservationMode, check_mode
+
+MASKED_LOGIT = -1e9
+"""Logit of an illegal action: exp() underflows to exactly 0, and stays finite so masked entropies are not NaN."""
+
+
+class _InwardClamp(torch.autograd.Function):
+    """clamp(x, -limit, limit) whose gradient is kept where it moves an outside x back towards the bounds."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, limit: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.limit = limit
+        return x.clamp(-limit, limit)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        # Gradient descent moves x by -grad: above the bound only grad > 0 brings it down, below only grad < 0.
+        keep = (x.abs() <= ctx.limit) | ((x > ctx.limit) & (grad > 0)) | ((x < -ctx.limit) & (grad < 0))
+        return grad * keep, None
+
+
+def bound_logit(logit: torch.Tensor, floor: float) -> torch.Tensor:
+    """Clamp a logit to +-logit(1 - floor), so its sigmoid stays in [floor, 1 - floor] (gradients pull back in)."""
+    if floor <= 0.0:
+        return logit
+    return _InwardClamp.apply(logit, math.log((1.0 - floor) / floor))
+
+
+def masked_log_probs(logits: torch.Tensor, action_mask: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Log-probabilities (n, G*G + 1) of the two-stage action distribution; illegal actions get ~MASKED_LOGIT.
+
+    Args:
+        logits: (n, G*G + 1) patch logits, then the termination logit.
+        action_mask: (n, G*G + 1) bool legal actions, TERMINATE last.
+        floor: P(terminate) bound when both stopping and a patch are legal.
+    """
+    patch_mask, may_stop = action_mask[:, :-1], action_mask[:, -1]
+    any_patch = patch_mask.any(dim=1)
+    both = may_stop & any_patch
+    stop_logit = bound_logit(logits[:, -1], floor)
+    log_stop = torch.where(both, nn.functional.logsigmoid(stop_logit), torch.where(may_stop, 0.0, MASKED_LOGIT))
+    log_go = torch.where(both, nn.functional.logsigmoid(-stop_logit), torch.where(any_patch, 0.0, MASKED_LOGIT))
+    log_patch = torch.log_softmax(logits[:, :-1].masked_fill(~patch_mask, MASKED_LOGIT), dim=-1)
+    joint = torch.cat([log_go[:, None] + log_patch, log_stop[:, None]], dim=1)
+    return joint.masked_fill(~action_mask, MASKED_LOGIT)
+
+
+def masked_entropy(log_probs: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Entropy (n,) of a masked categorical; illegal actions contribute exactly 0."""
+    return -(log_probs.exp() * log_probs).masked_fill(~action_mask, 0.0).sum(-1)
+
+
+class AgentPolicy(nn.Module):
+    """Policy and value of an RLSP agent over `agents.inputs.build_observation` inputs.
+
+    Args:
+        observation: "features" (inputs at G x G) or "pixels" (inputs at G*p x G*p, brought to G x G by a
+            strided stem of log2(p) stride-2 convolutions).
+        grid_size: G.
+        in_channels: channels of the observation base (image channels C, or encoder features F).
+        channels: width of the trunk.
+        num_res_units: MONAI ResidualUnits in the trunk (its receptive field: 4 patches per unit).
+        pixels_per_patch: p (pixels mode only), a power of two.
+        termination_prob: initial P(terminate) at each step of the play phase (keeps the first games short).
+        termination_floor: P(terminate) stays in [floor, 1 - floor] in the play phase (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        observation: ObservationMode = "features",
+        grid_size: int = 16,
+        in_channels: int = 1,
+        *,
+        channels: int = 32,
+        num_res_units: int = 2,
+        pixels_per_patch: int = 4,
+        termination_prob: float = 0.05,
+        termination_floor: float = 0.02,
+    ) -> None:
+        super().__init__()
+        check_mode(observation)
+        if pixels_per_patch < 1 or pixels_per_patch & (pixels_per_patch - 1):
+            raise ValueError(f"pixels_per_patch must be a power of two, got {pixels_per_patch}")
+        if not 0.0 <= termination_floor < 0.5:
+            raise ValueError(f"termination_floor must be in [0, 0.5), got {termination_floor}")
+        if not termination_floor < termination_prob < 1.0 - termination_floor:
+            raise ValueError(f"termination_prob must lie strictly inside the floor bounds, got {termination_prob}")
+        self.config: dict[str, Any] = {
+            "observation": observation,
+            "grid_size": grid_size,
+            "in_channels": in_channels,
+            "channels": channels,
+            "num_res_units": num_res_units,
+            "pixels_per_patch": pixels_per_patch,
+            "termination_prob": termination_prob,
+            "termination_floor": termination_floor,
+        }
+        self.termination_floor = termination_floor
+        self.observation, self.grid_size = observation, grid_size
+        self.pixels_per_patch = pixels_per_patch if observation == "pixels" else 1
+        conv = {"spatial_dims": 2, "act": "RELU", "norm": None}  # no norm: absolute intensity is the signal
+        width, stem = in_channels + STATE_PLANES, []
+        downs = int(math.log2(self.pixels_per_patch))
+        for i in range(downs):  # widths double towards `channels` as the resolution halves
+            out = max(8, channels >> (downs - 1 - i))
+            stem.append(Convolution(in_channels=width, out_channels=out, strides=2, kernel_size=3, **conv))
+            width = out
+        stem.append(Convolution(in_channels=width, out_channels=channels, kernel_size=3, **conv))
+        units = [
+            ResidualUnit(in_channels=channels, out_channels=channels, subunits=2, **conv) for _ in range(num_res_units)
+        ]
+        self.trunk = nn.Sequential(*stem, *units)
+        self.patch_head = nn.Conv2d(channels, 1, kernel_size=1)
+        self.termination_head = nn.Linear(2 * channels, 1)
+        self.value_head = nn.Sequential(nn.Linear(2 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
+        # CleanRL's actor init: near-zero action logits make the first policy uniform over patches.
+        for head in (self.patch_head, self.termination_head):
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+        nn.init.constant_(self.termination_head.bias, math.log(termination_prob / (1.0 - termination_prob)))
+
+    @property
+    def action_count(self) -> int:
+        return self.grid_size * self.grid_size + 1
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw action logits (n, G*G + 1): patch logits, then the unbounded termination logit; values (n,)."""
+        size = self.grid_size * self.pixels_per_patch
+        if obs.shape[-2:] != (size, size):
+            raise ValueError(f"{self.observation} policy expects inputs of {size}x{size}, got {tuple(obs.shape)}")
+        hidden = self.trunk(obs)
+        pooled = torch.cat([hidden.mean(dim=(-2, -1)), hidden.amax(dim=(-2, -1))], dim=1)
+        logits = torch.cat([self.patch_head(hidden).flatten(1), self.termination_head(pooled)], dim=1)
+        return logits, self.value_head(pooled).squeeze(1)
+
+    def act(
+        self,
+        obs: torch.Tensor,
+        action_mask: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pick legal actions: (actions int64, logprobs, entropy, values), each (n,).
+
+        Args:
+            obs: (n, ...) inputs from `build_observation`.
+            action_mask: (n, G*G + 1) bool from `BatchedGame.action_mask`; every row needs a legal action.
+            deterministic: stop if P(terminate) > 0.5, else the most likely legal patch (validation, inference),
+                instead of a sample.
+            generator: torch generator of the samples, so rollouts replay exactly from a checkpoint.
+        """
+        logits, values = self(obs)
+        log_probs = masked_log_probs(logits, action_mask, self.termination_floor)
+        if deterministic:
+            stop = log_probs[:, -1] > math.log(0.5)
+            best_patch = log_probs[:, :-1].argmax(dim=-1)
+            actions = torch.where(stop | ~action_mask[:, :-1].any(dim=1), action_mask.shape[1] - 1, best_patch)
+        else:
+            actions = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
+        logprobs = log_probs.gather(1, actions[:, None]).squeeze(1)
+        return actions, logprobs, masked_entropy(log_probs, action_mask), values
+
+    def evaluate(
+        self, obs: torch.Tensor, action_mask: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logprobs, entropy, values) of the given actions under the current weights, for the PPO update."""
+        logits, values = self(obs)
+        log_probs = masked_log_probs(logits, action_mask, self.termination_floor)
+        logprobs = log_probs.gather(1, actions.long()[:, None]).squeeze(1)
+        return logprobs, masked_entropy(log_probs, action_mask), values
+
+
+def build_policy(config: dict[str, Any]) -> AgentPolicy:
+    """Rebuild a policy from its `config` (as stored in checkpoints and bundles)."""
+    config = dict(config)
+    return AgentPolicy(config.pop("observation"), config.pop("grid_size"), config.pop("in_channels"), **config)

@@ -1,0 +1,130 @@
+"""The self-play stage of a bundle: cache detector scores per slice, train the agent, export ``models/model.pt``.
+
+Layered on the detector stage (``common.yaml`` + ``train_detector.yaml`` + ``train_selfplay.yaml``): it rebuilds the
+detector from ``detector#network_def``, loads ``models/detector.pt``, scores every training slice once (the game
+never runs the detector), and hands slices, scores and regions to ``medwss.selfplay.loop.train_selfplay``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medwss.bundle.config import parsed
+from medwss.bundle.stages import git_commit, stage_slices, training_regions, write_json_atomic
+from medwss.errors import MedwssError
+from medwss.runtime.progress import ProgressTask
+
+
+def load_detector(parser, root: Path):
+    """The bundle's trained detector (``detector#network_def`` + ``models/detector.pt``), in eval mode.
+
+    Raises:
+        MedwssError: the detector stage has not run yet.
+    """
+    weights = root / "models" / "detector.pt"
+    if not weights.is_file():
+        raise MedwssError(weights, "no trained detector: run `medwss train BUNDLE --stage detector` first")
+    model = parsed(parser, "detector#network_def")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def game_rules(parser):
+    """``GameRules`` from ``selfplay#rules`` with the bundle's ``grid_size``."""
+    from medwss.game.rules import GameRules
+
+    rules = dict(parser["selfplay"].get("rules") or {})
+    try:
+        return GameRules(**{**rules, "grid_size": int(parser["grid_size"])})
+    except (TypeError, ValueError) as err:
+        raise MedwssError("selfplay#rules", str(err)) from None
+
+
+def slice_inputs(detector, images: torch.Tensor, region_pixels: torch.Tensor | None, grid: int):
+    """Detector patch scores (N, G, G) and legal patches (N, G, G) for slices; the region limits both."""
+    from medwss.data.regions import region_at_grid
+    from medwss.detector.scoring import score_patches
+
+    scores = score_patches(detector, images, grid, region_pixels)
+    region = None if region_pixels is None else torch.as_tensor(region_at_grid(region_pixels, grid)).bool()
+    return scores, region
+
+
+def train_selfplay_stage(
+    root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
+) -> dict[str, Any]:
+    """Train the RLSP agent by prioritised fictitious self-play; export ``models/model.pt`` + ``models/policy.json``."""
+    from medwss.data.splits import patient_split
+    from medwss.detector.features import DetectorEncoder
+    from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
+
+    started = time.perf_counter()
+    seed = int(parser["seed"])
+    rules = game_rules(parser)
+    settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
+    task.describe("self-play: scoring slices")
+    detector = load_detector(parser, root)
+    data = parsed(parser, "data")
+    slices, manifest = stage_slices(parser, with_masks=True, cache_dir=stage_dir.parent / "mask_cache")
+    regions = training_regions(slices, str(data.get("region", "none")))
+    scores, region = slice_inputs(detector, slices.images, regions, rules.grid_size)
+    encoder = DetectorEncoder(detector, rules.grid_size)
+    features = encoder(slices.images) if settings.observation == "features" else None
+
+    # Validation = the detector's held-out patients; masks only measure (val/dice), never steer training.
+    val_fraction = float(parser["detector"]["val_fraction"])
+    _, val_patients = patient_split(slices.patients, val_fraction, seed) if val_fraction > 0 else ([], [])
+    is_val = torch.tensor([p in set(val_patients) for p in slices.patients])
+    if not bool(is_val.any()):  # no patient to hold out: watch the training slices instead
+        is_val = torch.ones(len(slices), dtype=torch.bool)
+    is_train = ~is_val if bool((~is_val).any()) else torch.ones(len(slices), dtype=torch.bool)
+
+    def part(x, keep):
+        return None if x is None else x[keep]
+
+    play = SelfPlayData(
+        images=slices.images[is_train],
+        scores=scores[is_train],
+        region=part(region, is_train),
+        val_images=slices.images[is_val],
+        val_scores=scores[is_val],
+        val_region=part(region, is_val),
+        val_masks=slices.masks[is_val, 0],
+        features=part(features, is_train),
+        val_features=part(features, is_val),
+    )
+    policy = train_selfplay(play, rules, settings, stage_dir, restart=restart, task=task, encoder=encoder)
+
+    from medwss.runtime.checkpoint import save_checkpoint
+    from medwss.runtime.metric_log import MetricLog
+
+    save_checkpoint(policy.state_dict(), root / "models" / "model.pt")
+    records = MetricLog(stage_dir / "metrics.jsonl").records()
+    last_dice = next((r["val/dice"] for r in reversed(records) if r.get("val/dice") is not None), None)
+    note = {
+        "stage": "selfplay",
+        "command": command,
+        "seed": seed,
+        "medwss_commit": git_commit(),
+        "policy": policy.config,
+        "rules": asdict(rules),
+        "settings": asdict(settings),
+        "data": {
+            "classes": manifest.classes,
+            "train_slices": int(is_train.sum()),
+            "val_slices": int(is_val.sum()),
+            "val_patients": list(val_patients),
+        },
+        "metrics": {
+            "val_dice_last": last_dice,
+            "iterations": settings.num_iterations,
+            "seconds_this_run": round(time.perf_counter() - started, 1),
+        },
+    }
+    write_json_atomic(note, root / "models" / "policy.json")
+    return note

@@ -1,0 +1,208 @@
+"""Training stages of a bundle, each resumable: ``detector`` then ``selfplay`` (nnU-Net's split: plan, train, infer).
+
+A stage reads ``configs/common.yaml`` + ``configs/train_<stage>.yaml``, trains in ``<run_dir>/<stage>/`` with
+``checkpoint_latest.pt`` / ``checkpoint_final.pt``, ``metrics.jsonl`` and ``progress.png``, and exports what
+inference needs into the bundle's ``models/`` with a JSON note of the command, seed, data and metrics that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
+from medwss.errors import MedwssError
+from medwss.runtime.progress import ProgressTask
+
+logger = logging.getLogger(__name__)
+
+
+def run_dir_for(bundle: Path, parser, run_dir: str | Path | None, stage: str) -> Path:
+    """``<run_dir>/<stage>``; the default run dir is ``runs/<bundle name>`` under the current folder."""
+    base = Path(run_dir) if run_dir else Path(str(parser.get("run_dir") or Path("runs") / bundle.name))
+    return base / stage
+
+
+def write_json_atomic(data: dict[str, Any], out: Path) -> Path:
+    """A JSON file through a temporary file and a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def git_commit() -> str:
+    """The medwss commit that trained a model (for the provenance note), or 'unknown'."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train_stage(
+    bundle: str | Path,
+    stage: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    restart: bool = False,
+    task: ProgressTask | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run one training stage of a bundle; returns the exported model note.
+
+    Raises:
+        MedwssError: bad bundle, config or data.
+    """
+    root = bundle_dir_of(bundle)
+    # Every stage config is read (each under its own top-level key): self-play rebuilds the detector from
+    # train_detector.yaml, and one set of --set overrides serves all stages of `medwss train`.
+    names = [s for s in stages_of(root) if s != stage] + [stage]
+    parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
+    stage_dir = run_dir_for(root, parser, run_dir, stage)
+    task = task or ProgressTask()
+    if stage == "detector":
+        return train_detector_stage(root, parser, stage_dir, restart=restart, task=task, command=command)
+    if stage == "selfplay":
+        from medwss.bundle.selfplay_stage import train_selfplay_stage
+
+        return train_selfplay_stage(root, parser, stage_dir, restart=restart, task=task, command=command)
+    raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: detector, selfplay)")
+
+
+def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = None):
+    """Training slices of the bundle's data config (weak labels; masks only when ``with_masks``)."""
+    from medwss.bundle.data import build_slices, class_mask_files, weak_labels
+
+    data = parsed(parser, "data")
+    manifest, sources = weak_labels(data)
+    mask_files = None
+    if with_masks:
+        if not sources:
+            raise MedwssError("data#sources", "evaluation needs data sources with masks, not only a manifest")
+        mask_files = class_mask_files(sources, cache_dir or Path("runs") / "mask_cache")
+    slices = build_slices(
+        manifest,
+        str(data.get("preset", "mr")),
+        int(data.get("working_size", 128)),
+        int(data.get("context", 0)),
+        mask_files=mask_files,
+    )
+    return slices, manifest
+
+
+def training_regions(slices, region_rule: str) -> torch.Tensor | None:
+    """Where the ROI may be: the organ prior (``prior``), the body (``body``), or anywhere (``none``)."""
+    if region_rule == "prior":
+        if slices.prior is None:
+            raise MedwssError("data#region", "region 'prior' needs an organ prior in the data (dataset spec 'prior')")
+        return slices.prior
+    if region_rule == "body":
+        from medwss.data.regions import body_mask
+
+        centre = slices.images[:, slices.images.shape[1] // 2]  # the slice itself, not its context neighbours
+        region = torch.zeros(centre.shape, dtype=torch.bool)
+        for case in sorted(set(slices.cases)):  # Otsu's threshold is per scan
+            rows = torch.tensor([c == case for c in slices.cases])
+            region[rows] = torch.as_tensor(body_mask(centre[rows].numpy()))
+        return region
+    if region_rule == "none":
+        return None
+    raise MedwssError("data#region", f"unknown region {region_rule!r} (prior, body or none)")
+
+
+def train_detector_stage(
+    root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
+) -> dict[str, Any]:
+    """The detector stage: fit the presence detector on slice labels; export ``models/detector.pt``."""
+    from medwss.data.splits import patient_split
+    from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
+    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+    from medwss.runtime.metric_log import MetricLog
+    from medwss.runtime.seeding import seed_everything
+    from medwss.viz.curves import plot_progress
+
+    # ---------------------------------------------------------------- setup (plumbing)
+    seed = int(parser["seed"])
+    seed_everything(seed)
+    started = time.perf_counter()
+    task.describe("detector: reading data")
+    slices, manifest = stage_slices(parser)
+    data = parsed(parser, "data")
+    regions = training_regions(slices, str(data.get("region", "none")))
+    val_fraction = float(parser["detector"]["val_fraction"])
+    if val_fraction > 0:
+        train_patients, val_patients = patient_split(slices.patients, val_fraction, seed)
+    else:  # too few patients to hold one out (one tumour patient): keep the last epoch
+        train_patients, val_patients = sorted(set(slices.patients)), []
+    settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
+    model = parsed(parser, "detector#network_def")
+    trainer = DetectorTrainer(model, slices.images, slices.presence, regions, slices.patients, val_patients, settings)
+    log = MetricLog(stage_dir / "metrics.jsonl")
+    checkpoint = resume_point(stage_dir, restart)
+    if checkpoint is not None:
+        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
+        log.truncate(trainer.epoch)
+        logger.info("resumed the detector stage from %s at epoch %d", checkpoint, trainer.epoch)
+    else:
+        log.reset()
+    every = int(parser["detector"].get("checkpoint_every", 1))
+    task.set_total(settings.epochs)
+    task.advance(trainer.epoch)
+    task.describe("detector: training")
+
+    # ---------------------------------------------------------------- training loop
+    while trainer.epoch < settings.epochs:
+        metrics = trainer.step()
+        log.log(trainer.epoch, **metrics)
+        task.advance(1)
+        if trainer.epoch % every == 0 or trainer.epoch == settings.epochs:
+            name = FINAL if trainer.epoch == settings.epochs else LATEST
+            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
+            plot_progress(log.records(), stage_dir / "progress.png", title=f"{root.name}: detector")
+
+    # ---------------------------------------------------------------- export (plumbing)
+    model.load_state_dict(trainer.best_model_state)
+    out = root / "models" / "detector.pt"
+    save_checkpoint(model.state_dict(), out)
+    best = trainer.best_auc if math.isfinite(trainer.best_auc) else None
+    note = {
+        "stage": "detector",
+        "command": command,
+        "seed": seed,
+        "medwss_commit": git_commit(),
+        "data": {
+            "classes": manifest.classes,
+            "cases": sorted({i.case for i in manifest.images}),
+            "train_patients": train_patients,
+            "val_patients": val_patients,
+            "slices": len(slices),
+            "present_absent": manifest.counts(),
+        },
+        "settings": asdict(settings),
+        "metrics": {
+            "best_epoch": trainer.best_epoch,
+            "val_slice_auc": best,
+            "seconds_this_run": round(time.perf_counter() - started, 1),
+        },
+    }
+    write_json_atomic(note, root / "models" / "detector.json")
+    return note

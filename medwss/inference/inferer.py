@@ -1,0 +1,120 @@
+"""``SelfPlayInferer``: a MONAI ``Inferer`` that segments a preprocessed volume by letting agent a play alone.
+
+It is the ``inferer`` of every medwss bundle's ``inference.yaml``: MONAI's ``SupervisedEvaluator``, ``python -m
+monai.bundle run`` and MONAI Label's ``BundleInferTask`` call ``inferer(inputs, network)`` with the policy as
+``network``. It holds the detector, which scores every slice once; the agent then takes patches on all slices of
+the volume at once until it calls termination (RLSP §3.5), and the patches it took form the mask.
+
+``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
+patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+
+METHODS = ("rlsp", "single-agent", "cam")
+REGIONS = ("body", "prior", "none")
+
+
+class SelfPlayInferer(Inferer):
+    """Volume (B, C, H, W, Z) -> mask (B, 1, H, W, Z) uint8.
+
+    Args:
+        detector: the trained presence detector (eval mode is set here).
+        rules: ``GameRules`` of the game the agent was trained on (grid size, threshold).
+        method: ``rlsp`` (the trained agent), ``single-agent`` (detector score >= ``threshold``) or ``cam``.
+        region: where the ROI may be: ``body`` (intensity rule), ``prior`` (an organ mask in the last input
+            channel) or ``none``. Patches outside are never taken and masks are clipped to it.
+        context: neighbouring slices per side the detector takes as channels (as in training).
+        threshold: the single-agent baseline's stopping score.
+        cam_threshold, slice_threshold: Grad-CAM++ map and slice-probability thresholds.
+        batch_size: games played at once.
+    """
+
+    def __init__(
+        self,
+        detector: torch.nn.Module,
+        rules: Any,
+        method: str = "rlsp",
+        region: str = "body",
+        context: int = 0,
+        threshold: float = 0.8,
+        cam_threshold: float = 0.5,
+        slice_threshold: float = 0.5,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if region not in REGIONS:
+            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+        self.detector = detector.eval()
+        self.rules, self.method, self.region, self.context = rules, method, region, context
+        self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
+        self.batch_size = batch_size
+
+    def __call__(
+        self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Segment each volume of the batch; ``network`` is the agent policy (unused by the baselines)."""
+        if inputs.dim() != 5:
+            raise ValueError(f"expected a batch of volumes (B, C, H, W, Z), got {tuple(inputs.shape)}")
+        outs = [self.segment_volume(torch.as_tensor(volume), network) for volume in inputs]
+        return torch.stack(outs)
+
+    @torch.no_grad()
+    def _patches(self, slices, scores, region_grid, network):
+        from medwss.agents.threshold import threshold_segment
+        from medwss.detector.features import DetectorEncoder
+        from medwss.selfplay.rollout import play_alone
+
+        if self.method == "single-agent":
+            return threshold_segment(scores, region_grid, self.threshold, self.rules)
+        if network is None:
+            raise ValueError("method 'rlsp' needs the agent policy as network")
+        network.eval()
+        features = None
+        if getattr(network, "observation", "features") == "features":
+            features = DetectorEncoder(self.detector, self.rules.grid_size)(slices)
+        return play_alone(
+            network, slices, scores, region_grid, self.rules, features=features, batch_size=self.batch_size
+        )
+
+    def segment_volume(self, volume: torch.Tensor, network: torch.nn.Module | None) -> torch.Tensor:
+        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask."""
+        from medwss.bundle.selfplay_stage import slice_inputs
+        from medwss.data.regions import body_mask
+        from medwss.data.slices import image_slices
+        from medwss.detector.cam import cam_masks
+        from medwss.metrics.patches import patches_to_pixels
+
+        volume = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
+        volume = volume.float().cpu()
+        image = volume[:1] if self.region != "prior" else volume[:-1]
+        slices = image_slices(image, context=self.context)  # (Z, C', H, W)
+        height, width = slices.shape[-2:]
+        if self.region == "prior":
+            region = (volume[-1] > 0.5).permute(2, 0, 1)  # (Z, H, W)
+        elif self.region == "body":
+            region = torch.as_tensor(body_mask(image[0].permute(2, 0, 1).numpy()))
+        else:
+            region = None
+        if self.method == "cam":
+            pixels = cam_masks(
+                self.detector,
+                slices,
+                cam_threshold=self.cam_threshold,
+                slice_threshold=self.slice_threshold,
+                region=region,
+            )
+        else:
+            scores, region_grid = slice_inputs(self.detector, slices, region, self.rules.grid_size)
+            patches = self._patches(slices, scores, region_grid, network)
+            pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
+            if region is not None:
+                pixels &= region
+        return pixels.permute(1, 2, 0).unsqueeze(0).to(torch.uint8)

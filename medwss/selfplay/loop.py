@@ -1,0 +1,391 @@
+"""Prioritised fictitious self-play training of the RLSP agents with PPO, in the shape of CleanRL `ppo.py`.
+
+Setup (seed, data, networks, resume), then `for iteration`: pick an opponent from the pool, play a batch of games
+(learner = agent a, frozen opponent = agent b), compute GAE returns, PPO-update the learner on its own transitions,
+snapshot into the pool, log, checkpoint. Validation: agent a plays alone on held-out slices; its patches are the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from medwss.agents.encoders import RandomConvEncoder
+from medwss.agents.inputs import Encoder, ObservationMode, build_observation, check_mode, observation_base
+from medwss.agents.policy import AgentPolicy, build_policy
+from medwss.agents.ppo import (
+    approx_kl,
+    clip_fraction,
+    compute_returns,
+    entropy_bonus,
+    normalize_advantages,
+    policy_loss,
+    value_loss,
+)
+from medwss.errors import MedwssError
+from medwss.game.record import EndReason
+from medwss.game.rules import GameRules
+from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+from medwss.runtime.metric_log import MetricLog
+from medwss.runtime.progress import ProgressTask
+from medwss.runtime.seeding import named_generator, restore_rng_states, rng_states, seed_everything
+from medwss.selfplay.baselines import patch_mask_dice
+from medwss.selfplay.pool import LEARNER, SAMPLING_MODES, OpponentPool, OpponentSampling, sample_opponent_index
+from medwss.selfplay.rollout import Rollout, play_alone, play_selfplay_games
+from medwss.viz.curves import plot_progress
+
+__all__ = ["SelfPlayData", "SelfPlaySettings", "train_selfplay", "play_alone", "validation_dice", "ppo_update"]
+
+logger = logging.getLogger(__name__)
+
+LearnerSeats = Literal["a", "both"]
+RESUMABLE_CHANGES = ("num_iterations", "checkpoint_every", "eval_every")
+"""Settings a resumed run may change: they extend or observe the run without changing what it learns."""
+
+
+@dataclass
+class SelfPlayData:
+    """Training and validation slices with their cached detector patch scores (no detector needed here)."""
+
+    images: torch.Tensor
+    """(N, C, H, W) float training slices."""
+    scores: torch.Tensor
+    """(N, G, G) detector patch scores in [0, 1]."""
+    region: torch.Tensor | None
+    """(N, G, G) bool legal patches, or None for all."""
+    val_images: torch.Tensor
+    """(M, C, H, W) validation slices."""
+    val_scores: torch.Tensor
+    """(M, G, G) validation patch scores (the game needs them; agent a alone never sees them)."""
+    val_region: torch.Tensor | None
+    """(M, G, G) bool or None."""
+    val_masks: torch.Tensor
+    """(M, H, W) bool reference masks, for the validation mask Dice."""
+    features: torch.Tensor | None = None
+    """(N, F, G, G) precomputed encoder features for the "features" observation (else an encoder computes them)."""
+    val_features: torch.Tensor | None = None
+    """(M, F, G, G) validation features."""
+
+    def __post_init__(self) -> None:
+        n, m = self.images.shape[0], self.val_images.shape[0]
+        g = self.scores.shape[-1]
+        checks = {
+            "images": (self.images.dim() == 4 and n > 0, "(N, C, H, W) with N > 0"),
+            "scores": (tuple(self.scores.shape) == (n, g, g), f"(N, G, G) = ({n}, G, G)"),
+            "region": (self.region is None or tuple(self.region.shape) == (n, g, g), f"({n}, {g}, {g}) or None"),
+            "val_scores": (tuple(self.val_scores.shape) == (m, g, g), f"({m}, {g}, {g})"),
+            "val_region": (self.val_region is None or tuple(self.val_region.shape) == (m, g, g), "(M, G, G)"),
+            "val_masks": (tuple(self.val_masks.shape) == (m, *self.val_images.shape[-2:]), "(M, H, W)"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"SelfPlayData.{name} must be {expected}")
+
+
+@dataclass(frozen=True)
+class SelfPlaySettings:
+    """PPO and self-play settings of one run; frozen and stored in checkpoints so a resumed run cannot drift."""
+
+    num_iterations: int = 300
+    """Iterations of play + PPO update (one iteration = games_per_iteration games)."""
+    games_per_iteration: int = 64
+    """B, games played in lock-step per iteration, each on a slice drawn with replacement."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over num_iterations (CleanRL `anneal_lr`)."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before GAE: returns of about +-1 keep the value loss from dominating the
+    clipped gradient norm (termination rewards are 10 by default)."""
+    gamma: float = 0.99
+    """Discount per learner step."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip: float = 0.2
+    """PPO ratio clip (also the value clip when clip_value)."""
+    clip_value: bool = True
+    """Clip the value update like the policy's (CleanRL `clip_vloss`)."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient norm clip."""
+    update_epochs: int = 4
+    """Passes over the iteration's learner transitions."""
+    minibatch_size: int = 256
+    """Learner transitions per gradient step."""
+    snapshot_every: int = 5
+    """K: the learner joins the opponent pool every K updates (RLSP §3.4)."""
+    pool_size: int = 20
+    """Snapshots kept; the oldest is dropped."""
+    learner_seats: LearnerSeats = "both"
+    """"a": the learner is always agent a (moves first); "both": agent a in even games, b in odd ones, so it also
+    learns the non-terminator's final pick that its snapshots must make as opponents (else "terminate at once" wins
+    against weak finders and self-play stalls there)."""
+    opponent_sampling: OpponentSampling = "prioritised"
+    """"prioritised" (truncated normal over the pool, the paper), "uniform" (fictitious play) or "vanilla"."""
+    mean_fraction: float = 0.5
+    """Prioritised sampling: mean of the normal as a fraction of the pool size."""
+    std_fraction: float = 0.25
+    """Prioritised sampling: std of the normal as a fraction of the pool size."""
+    observation: ObservationMode = "features"
+    """"features" (frozen encoder features at G x G, fast) or "pixels" (blanked image through a strided CNN)."""
+    pixels_per_patch: int = 4
+    """Pixels observation: each patch is resized to p x p pixels (a power of two)."""
+    channels: int = 32
+    """Policy trunk width."""
+    num_res_units: int = 2
+    """Residual units in the policy trunk."""
+    termination_prob: float = 0.05
+    """Initial P(terminate) per play-phase step (keeps the first games short)."""
+    termination_warmup: int = 20
+    """First iterations played with TERMINATE masked out, for at most warmup_turns turns: turn rewards alone first
+    teach both seats to find ROI patches, so that the pool holds finders once terminating is allowed. Without it,
+    "terminate at once" beats the first, random opponents' final picks and self-play stalls there."""
+    warmup_turns: int = 32
+    """Turn limit of the warm-up games (a truncation), enough to reach the ROI patches without playing out the board."""
+    termination_floor: float = 0.02
+    """P(terminate) is clamped to [floor, 1 - floor] in play, so "terminate at once" can never saturate (see
+    `agents.policy`); 0 disables the bound."""
+    seed: int = 0
+    """Seeds torch, numpy, Python and the named generators (slices, opponent, minibatch) and the action sampler."""
+    checkpoint_every: int = 10
+    """Write checkpoint_latest.pt and redraw progress.png every N iterations."""
+    eval_every: int = 10
+    """Log val/dice every N iterations (and at the last)."""
+
+    def __post_init__(self) -> None:
+        check_mode(self.observation)
+        if self.learner_seats not in ("a", "both"):
+            raise ValueError(f'learner_seats must be "a" or "both", got {self.learner_seats!r}')
+        if self.opponent_sampling not in SAMPLING_MODES:
+            raise ValueError(f"opponent_sampling must be one of {SAMPLING_MODES}, got {self.opponent_sampling!r}")
+        for name in ("num_iterations", "games_per_iteration", "update_epochs", "minibatch_size", "snapshot_every",
+                     "pool_size", "checkpoint_every", "eval_every", "channels", "warmup_turns"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.termination_warmup < 0:
+            raise ValueError(f"termination_warmup must be >= 0, got {self.termination_warmup}")
+
+
+# ================================================================================================= ALGORITHM: update
+def ppo_update(
+    policy: AgentPolicy,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    base: torch.Tensor,
+    region: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    settings: SelfPlaySettings,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """PPO epochs over the learner's valid transitions; inputs are rebuilt per minibatch from the stored state."""
+    b_t, b_game = rollout.valid.nonzero(as_tuple=True)
+    totals = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
+    updates = 0
+    for _ in range(settings.update_epochs):
+        order = torch.from_numpy(rng.permutation(len(b_t)))
+        for mb_inds in order.split(settings.minibatch_size):
+            t, game = b_t[mb_inds], b_game[mb_inds]
+            obs = build_observation(
+                base[game], rollout.owner[t, game], rollout.learner_seat[game], region[game],
+                rollout.final_phase[t, game], rollout.step_fraction[t, game], policy.observation,
+            )  # fmt: skip
+            mb_masks, mb_actions = rollout.action_masks[t, game], rollout.actions[t, game]
+            newlogprob, entropy, newvalue = policy.evaluate(obs, mb_masks, mb_actions)
+            old = rollout.logprobs[t, game]
+            pg_loss = policy_loss(newlogprob, old, normalize_advantages(advantages[t, game]), settings.clip)
+            v_clip = settings.clip if settings.clip_value else None
+            v_loss = value_loss(newvalue, returns[t, game], rollout.values[t, game], v_clip)
+            loss = pg_loss + entropy_bonus(entropy, settings.ent_coef) + settings.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                kl, clipped = approx_kl(newlogprob, old), clip_fraction(newlogprob, old, settings.clip)
+                stats = (pg_loss.detach(), v_loss.detach(), entropy.detach().mean(), kl, clipped)
+            for key, value in zip(totals, stats, strict=True):
+                totals[key] += float(value)
+            updates += 1
+    return {key: value / max(updates, 1) for key, value in totals.items()} | {"updates": float(updates)}
+
+
+def validation_dice(
+    policy: AgentPolicy, data: SelfPlayData, rules: GameRules, base: torch.Tensor
+) -> tuple[float, torch.Tensor]:
+    """Mean 2D mask Dice of agent a playing alone, deterministically, on the validation slices; and its patches."""
+    patches = play_alone(policy, None, data.val_scores, data.val_region, rules, base=base)
+    return float(patch_mask_dice(patches, data.val_masks).mean()), patches
+
+
+def train_selfplay(
+    data: SelfPlayData,
+    rules: GameRules,
+    settings: SelfPlaySettings,
+    run_dir: str | Path,
+    *,
+    restart: bool = False,
+    task: ProgressTask | None = None,
+    encoder: Encoder | None = None,
+) -> AgentPolicy:
+    """Train agent a by prioritised fictitious self-play; returns the final learner (also in checkpoint_final.pt).
+
+    Args:
+        data: slices, cached detector scores and validation masks.
+        rules: the game rules (grid size must match the scores).
+        settings: PPO and self-play settings.
+        run_dir: run folder: checkpoints, metrics.jsonl, progress.png.
+        restart: start over instead of resuming from the run folder's latest checkpoint.
+        task: progress callbacks (one advance per iteration).
+        encoder: frozen image encoder for the "features" observation when data.features is None; default a
+            seeded `RandomConvEncoder`.
+
+    Raises:
+        MedwssError: the run folder's checkpoint was made with other rules or settings (use restart).
+    """
+    # ============================================================================================ PLUMBING: setup
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task = task or ProgressTask()
+    g = rules.grid_size
+    if data.scores.shape[-1] != g:
+        raise ValueError(f"scores are on a {data.scores.shape[-1]}-grid, the rules on a {g}-grid")
+    seed_everything(settings.seed)
+    rngs = {name: named_generator(settings.seed, name) for name in ("slices", "opponent", "minibatch")}
+    action_gen = torch.Generator().manual_seed(settings.seed)
+    if settings.observation == "features" and data.features is None and encoder is None:
+        encoder = RandomConvEncoder(data.images.shape[1], g, seed=settings.seed)
+    base_args = {"encoder": encoder, "pixels_per_patch": settings.pixels_per_patch}
+    base = observation_base(data.images, settings.observation, g, features=data.features, **base_args)
+    val_base = observation_base(data.val_images, settings.observation, g, features=data.val_features, **base_args)
+    region = data.region if data.region is not None else torch.ones(len(base), g, g, dtype=torch.bool)
+    policy_config = {
+        "observation": settings.observation, "grid_size": g, "in_channels": int(base.shape[1]),
+        "channels": settings.channels, "num_res_units": settings.num_res_units,
+        "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
+        "termination_floor": settings.termination_floor,
+    }  # fmt: skip
+    policy = build_policy(policy_config)
+    opponent = build_policy(policy_config).requires_grad_(False)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
+    pool = OpponentPool(settings.pool_size, settings.snapshot_every)
+    metric_log = MetricLog(run_dir / "metrics.jsonl")
+    start_iteration, global_step = 0, 0
+    checkpoint = resume_point(run_dir, restart)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint)
+        _check_resumable(checkpoint, state, rules, settings)
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        pool.load_state_dict(state["pool"])
+        start_iteration, global_step = int(state["iteration"]), int(state["global_step"])
+        restore_rng_states(state["rng"], rngs)
+        action_gen.set_state(state["rng"]["actions"])
+        metric_log.reset()
+        for record in state["metrics"]:
+            metric_log.log(record["step"], **{k: v for k, v in record.items() if k != "step"})
+        logger.info("resumed %s at iteration %d", checkpoint, start_iteration)
+        if checkpoint.name == FINAL and start_iteration < settings.num_iterations:
+            os.replace(checkpoint, run_dir / LATEST)  # a finished run is extended: its final state is now the latest
+    else:
+        metric_log.reset()
+        pool.add(policy.state_dict(), 0)  # the untrained policy is the first opponent
+
+    def save(name: str, iteration: int) -> None:
+        save_checkpoint({
+            "policy": policy.state_dict(), "policy_config": policy_config, "optimizer": optimizer.state_dict(),
+            "iteration": iteration, "global_step": global_step, "pool": pool.state_dict(),
+            "metrics": metric_log.records(), "settings": dataclasses.asdict(settings),
+            "rules": dataclasses.asdict(rules), "encoder": type(encoder).__name__ if encoder is not None else None,
+            "rng": rng_states(rngs) | {"actions": action_gen.get_state()},
+        }, run_dir / name)  # fmt: skip
+        plot_progress(metric_log.records(), run_dir / "progress.png", title="self-play")
+
+    warmup_rules = dataclasses.replace(rules, max_turns=min(settings.warmup_turns, rules.turn_limit()))
+    task.set_total(settings.num_iterations)
+    task.advance(start_iteration)
+    iteration = start_iteration
+    for iteration in range(start_iteration + 1, settings.num_iterations + 1):
+        started = time.perf_counter()
+        lr = settings.learning_rate
+        if settings.anneal_lr:
+            lr *= 1.0 - (iteration - 1.0) / settings.num_iterations
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # ================================================================================ ALGORITHM: pick opponent
+        opponent_index = sample_opponent_index(
+            len(pool), settings.opponent_sampling, rngs["opponent"], settings.mean_fraction, settings.std_fraction
+        )
+        opponent.load_state_dict(policy.state_dict() if opponent_index == LEARNER else pool.snapshot(opponent_index))
+
+        # ========================================================================================= ALGORITHM: play
+        games = torch.from_numpy(rngs["slices"].integers(0, len(base), size=settings.games_per_iteration))
+        games_base, games_region = base[games], region[games]
+        seats = torch.arange(len(games)) % 2 if settings.learner_seats == "both" else torch.zeros_like(games)
+        warmup = iteration <= settings.termination_warmup
+        rollout = play_selfplay_games(
+            policy, opponent, games_base, data.scores[games], games_region, warmup_rules if warmup else rules,
+            action_gen, seats, allow_termination=not warmup,
+        )  # fmt: skip
+
+        # ====================================================================================== ALGORITHM: returns
+        advantages, returns = compute_returns(
+            rollout.rewards * settings.reward_scale, rollout.values, rollout.dones, rollout.valid, settings.gamma,
+            settings.gae_lambda,
+        )  # fmt: skip
+
+        # ======================================================================================= ALGORITHM: update
+        losses = ppo_update(
+            policy, optimizer, rollout, games_base, games_region, advantages, returns, settings, rngs["minibatch"]
+        )
+        global_step += int(rollout.valid.sum())
+        pool.maybe_add(policy, iteration)
+
+        # ============================================================================================ PLUMBING: log
+        scalars: dict[str, Any] = {
+            "losses/policy": losses["policy"], "losses/value": losses["value"], "losses/entropy": losses["entropy"],
+            "losses/approx_kl": losses["approx_kl"], "losses/clipfrac": losses["clipfrac"],
+            "charts/learning_rate": lr, "charts/global_step": global_step,
+            "charts/updates_per_s": losses["updates"] / max(time.perf_counter() - started, 1e-9),
+            "game/win_rate": rollout.learner_won.float().mean(), "game/reward": rollout.learner_returns.mean(),
+            "game/episode_length": rollout.turns.float().mean(),
+            "game/terminations": (rollout.end_reason == EndReason.TERMINATED).float().mean(),
+            "pool/size": len(pool), "pool/opponent_index": opponent_index,
+        }  # fmt: skip
+        if iteration % settings.eval_every == 0 or iteration == settings.num_iterations:
+            scalars["val/dice"] = validation_dice(policy, data, rules, val_base)[0]
+            logger.info("iteration %d: val/dice %.4f win_rate %.3f", iteration, scalars["val/dice"],
+                        float(scalars["game/win_rate"]))  # fmt: skip
+        scalars["charts/iteration_s"] = time.perf_counter() - started
+        metric_log.log(iteration, **scalars)
+
+        # ===================================================================================== PLUMBING: checkpoint
+        if iteration % settings.checkpoint_every == 0:
+            save(LATEST, iteration)
+        task.advance(1)
+
+    if checkpoint is None or checkpoint.name != FINAL or iteration > start_iteration:
+        save(FINAL, iteration)
+    return policy
+
+
+def _check_resumable(path: Path, state: dict[str, Any], rules: GameRules, settings: SelfPlaySettings) -> None:
+    """Refuse to continue a run under other rules or learning settings: the result would match neither."""
+    if state["rules"] != dataclasses.asdict(rules):
+        raise MedwssError(path, "the checkpoint was made with other game rules; pass restart to start over")
+    ours = dataclasses.asdict(settings)
+    changed = sorted(k for k, v in state["settings"].items() if ours.get(k) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise MedwssError(path, f"the checkpoint was made with other settings ({', '.join(changed)}); pass restart")

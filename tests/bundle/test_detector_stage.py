@@ -1,0 +1,68 @@
+"""The detector stage of a bundle: trains from slice labels, exports weights with a note, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medwss.bundle.stages import train_stage
+from medwss.errors import MedwssError
+from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_tiny_prostate(tmp_path_factory.mktemp("tiny_prostate"))
+
+
+def test_detector_stage_exports_weights_note_and_curves(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    note = train_stage(bundle, "detector", overrides=tiny_overrides(data_root), run_dir=tmp_path / "runs")
+    run = tmp_path / "runs" / "detector"
+    assert (run / "checkpoint_final.pt").is_file() and (run / "progress.png").stat().st_size > 1000
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert (bundle / "models" / "detector.pt").is_file()
+    saved = json.loads((bundle / "models" / "detector.json").read_text())
+    assert saved["seed"] == note["seed"] == 0
+    assert saved["data"]["present_absent"]["gland"] == [24, 16]  # 6 of 10 slices in each of 4 patients
+    assert set(saved["data"]["val_patients"]).isdisjoint(saved["data"]["train_patients"])
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, monkeypatch):
+    overrides = tiny_overrides(data_root, **{"detector#training#epochs": 4})
+    full = tiny_bundle(tmp_path / "a")
+    train_stage(full, "detector", overrides=overrides, run_dir=tmp_path / "a" / "runs")
+
+    resumed = tiny_bundle(tmp_path / "b")
+    calls = {"n": 0}
+
+    def stop_after_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if killed right after the epoch-2 checkpoint
+        return None
+
+    monkeypatch.setattr("medwss.viz.curves.plot_progress", stop_after_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(resumed, "detector", overrides=overrides, run_dir=tmp_path / "b" / "runs")
+    assert not (resumed / "models" / "detector.pt").exists()
+    monkeypatch.undo()
+    train_stage(resumed, "detector", overrides=overrides, run_dir=tmp_path / "b" / "runs")
+
+    a = torch.load(full / "models" / "detector.pt")
+    b = torch.load(resumed / "models" / "detector.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "runs" / "detector" / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_bad_override_and_unknown_stage_are_user_errors(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    with pytest.raises(MedwssError, match="no config entry"):
+        train_stage(bundle, "detector", overrides={"nothere#epochs": 3})
+    with pytest.raises(MedwssError, match="no config for stage"):
+        train_stage(bundle, "refine")

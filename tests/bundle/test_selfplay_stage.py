@@ -1,0 +1,53 @@
+"""The self-play stage of a bundle: layered on the detector stage, trains the agent, exports the policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medwss.agents.policy import build_policy
+from medwss.bundle.stages import train_stage
+from medwss.errors import MedwssError
+from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
+
+SMALL = {
+    "selfplay#training#num_iterations": 4,
+    "selfplay#training#games_per_iteration": 8,
+    "selfplay#training#minibatch_size": 32,
+    "selfplay#training#update_epochs": 1,
+    "selfplay#training#snapshot_every": 1,
+    "selfplay#training#checkpoint_every": 2,
+    "selfplay#training#eval_every": 2,
+    "selfplay#training#termination_warmup": 1,
+    "selfplay#training#warmup_turns": 4,
+    "selfplay#training#channels": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_tiny_prostate(tmp_path_factory.mktemp("tiny_prostate_sp"))
+
+
+def test_selfplay_needs_a_trained_detector(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    with pytest.raises(MedwssError, match="no trained detector"):
+        train_stage(bundle, "selfplay", overrides={**tiny_overrides(data_root), **SMALL}, run_dir=tmp_path / "r")
+
+
+def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    overrides = {**tiny_overrides(data_root), **SMALL}
+    train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
+    note = train_stage(bundle, "selfplay", overrides=overrides, run_dir=tmp_path / "runs")
+    run = tmp_path / "runs" / "selfplay"
+    assert (run / "checkpoint_final.pt").is_file() and (run / "progress.png").is_file()
+    saved = json.loads((bundle / "models" / "policy.json").read_text())
+    assert saved["rules"]["grid_size"] == 4 and saved["settings"]["opponent_sampling"] == "prioritised"
+    policy = build_policy(saved["policy"])
+    policy.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    assert note["metrics"]["iterations"] == 4
+    tags = {k for line in (run / "metrics.jsonl").open() for k in json.loads(line)}
+    assert {"losses/policy", "game/win_rate", "pool/size", "val/dice"} <= tags

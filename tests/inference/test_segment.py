@@ -1,0 +1,127 @@
+"""`medwss segment` and the bundle's inference config: masks on exactly the input's grid, for every method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from medwss import api
+from medwss.bundle.stages import train_stage
+from medwss.cli import app
+from medwss.errors import MedwssError
+from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
+from tests.bundle.test_selfplay_stage import SMALL
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny prostate bundle trained for seconds, with inference shrunk to its 32 px / 4 x 4 grid."""
+    base = tmp_path_factory.mktemp("trained")
+    data = write_tiny_prostate(base / "data")
+    bundle = tiny_bundle(base)
+    overrides = {**tiny_overrides(data), **SMALL, "selfplay#training#channels": 32}
+    train_stage(bundle, "detector", overrides=overrides, run_dir=base / "runs")
+    train_stage(bundle, "selfplay", overrides=overrides, run_dir=base / "runs")
+    config = bundle / "configs" / "inference.yaml"
+    text = (
+        config.read_text().replace("grid_size: 16 ", "grid_size: 4 ").replace("working_size: 128 ", "working_size: 32 ")
+    )
+    config.write_text(text)
+    return bundle, data
+
+
+def _geometry(path):
+    image = sitk.ReadImage(str(path))
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def _same_geometry(a, b):
+    size_a, *rest_a = _geometry(a)
+    size_b, *rest_b = _geometry(b)
+    assert size_a == size_b
+    for x, y in zip(rest_a, rest_b, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["rlsp", "single-agent", "cam"])
+def test_segment_writes_mask_on_the_scan_grid(tmp_path, trained, method):
+    bundle, data = trained
+    scan = data / "p0" / "t2.nii.gz"
+    out = tmp_path / f"p0_{method}.nii.gz"
+    (written,) = api.segment([scan], out, bundle=bundle, method=method, overlay=True)
+    assert written == out
+    _same_geometry(scan, out)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert set(np.unique(mask)) <= {0, 1}
+    assert out.with_name(f"p0_{method}_overlay.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_other_formats_keep_their_geometry(tmp_path, trained, suffix):
+    bundle, data = trained
+    scan = tmp_path / f"p1{suffix}"
+    sitk.WriteImage(sitk.ReadImage(str(data / "p1" / "t2.nii.gz")), str(scan))
+    (written,) = api.segment([scan], tmp_path / "out", bundle=bundle, method="single-agent")
+    assert written == tmp_path / "out" / "p1.nii.gz"
+    _same_geometry(scan, written)
+
+
+def test_dicom_series_input(tmp_path, trained):
+    bundle, data = trained
+    image = sitk.Cast(sitk.ReadImage(str(data / "p2" / "t2.nii.gz")), sitk.sitkInt16)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = image.GetDirection()
+    for z in range(image.GetDepth()):
+        part = image[:, :, z]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
+        tags = {
+            "0008|0060": "MR",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.1",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1.2",
+            "0020|0032": "\\".join(f"{v:f}" for v in origin),
+            "0020|0013": str(z + 1),
+            "0020|0037": "\\".join(f"{v:f}" for v in direction[0:3] + direction[3:6]),
+            "0028|0030": "\\".join(f"{v:f}" for v in image.GetSpacing()[1::-1]),
+            "0018|0050": f"{image.GetSpacing()[2]:f}",
+        }
+        for tag, value in tags.items():
+            part.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
+        writer.Execute(part)
+    (written,) = api.segment([folder], tmp_path / "dicom_mask.nii.gz", bundle=bundle, method="single-agent")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    series = reader.Execute()
+    out = sitk.ReadImage(str(written))
+    assert out.GetSize() == series.GetSize()
+    np.testing.assert_allclose(out.GetSpacing(), series.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(out.GetOrigin(), series.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(out.GetDirection(), series.GetDirection(), atol=1e-5)
+
+
+def test_segment_refuses_bad_input_in_one_line(tmp_path, trained):
+    bundle, _ = trained
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["segment", str(bad), "-o", str(tmp_path / "o.nii.gz"), "--bundle", str(bundle), "--no-progress"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {bad}:") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.nii.gz"]
+    with pytest.raises(MedwssError, match="overwrite an input"):
+        api.segment([bad], bad, bundle=bundle)
+
+
+def test_untrained_bundle_is_a_user_error(tmp_path):
+    bundle = tiny_bundle(tmp_path)
+    scan = write_tiny_prostate(tmp_path / "d", patients=1) / "p0" / "t2.nii.gz"
+    with pytest.raises(MedwssError, match="no trained weights"):
+        api.segment([scan], tmp_path / "m.nii.gz", bundle=bundle, method="rlsp")

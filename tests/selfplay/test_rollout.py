@@ -1,0 +1,88 @@
+"""Self-play rollouts store exactly the learner's transitions, rewards and game ends; agent a alone makes masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medwss.agents.encoders import PatchStatsEncoder
+from medwss.agents.inputs import build_observation, observation_base
+from medwss.agents.policy import AgentPolicy
+from medwss.game.record import EndReason
+from medwss.game.rules import GameRules
+from medwss.selfplay.rollout import play_alone, play_selfplay_games
+
+G, SIZE, B = 4, 16, 12
+
+
+def setup(mode: str, termination_prob: float = 0.1, seed: int = 0):
+    torch.manual_seed(seed)
+    images = torch.rand(B, 1, SIZE, SIZE)
+    base = observation_base(images, mode, G, encoder=PatchStatsEncoder(G), pixels_per_patch=2)
+    make = lambda: AgentPolicy(mode, G, base.shape[1], channels=8, num_res_units=1, pixels_per_patch=2,  # noqa: E731
+                               termination_prob=termination_prob, termination_floor=0.0)  # fmt: skip
+    region = torch.rand(B, G, G) < 0.8
+    region[:, 0, 0] = True
+    return make(), make(), base, torch.rand(B, G, G), region
+
+
+@pytest.mark.parametrize("mode", ["features", "pixels"])
+@pytest.mark.parametrize("seats", ["a", "both"])
+def test_rollout_bookkeeping(mode: str, seats: str) -> None:
+    learner, opponent, base, scores, region = setup(mode)
+    seat = torch.arange(B) % 2 if seats == "both" else torch.zeros(B, dtype=torch.int64)
+    rules = GameRules(grid_size=G)
+    ro = play_selfplay_games(learner, opponent, base, scores, region, rules, torch.Generator().manual_seed(1), seat)
+    steps = ro.valid.sum(0)
+    assert ro.valid.shape == ro.rewards.shape == (int(steps.max()), B)
+    assert bool(ro.valid[0][seat == 0].all())  # a always moves first
+    # Rewards in the rollout add up to the learner's game return; one done per game, at its last step.
+    assert torch.allclose(ro.rewards.sum(0), ro.learner_returns)
+    played = steps > 0
+    assert torch.equal(ro.dones.sum(0), played.long())
+    last = (steps - 1).clamp(min=0)
+    assert bool(ro.dones[last, torch.arange(B)][played].all())
+    assert not bool((ro.dones & ~ro.valid).any()) and not bool((ro.rewards.ne(0) & ~ro.valid).any())
+    # Stored actions were legal, and re-evaluating the rebuilt inputs gives the stored log-probs and values.
+    t, b = ro.valid.nonzero(as_tuple=True)
+    assert bool(ro.action_masks[t, b].gather(1, ro.actions[t, b][:, None]).all())
+    obs = build_observation(base[b], ro.owner[t, b], seat[b], region[b], ro.final_phase[t, b], ro.step_fraction[t, b],
+                            mode)  # fmt: skip
+    logprobs, _, values = learner.evaluate(obs, ro.action_masks[t, b], ro.actions[t, b])
+    assert torch.allclose(logprobs, ro.logprobs[t, b], atol=1e-5) and torch.allclose(values, ro.values[t, b], atol=1e-5)
+    # Taken patches stay inside the region; every game is over.
+    assert not bool(((ro.owner != 0) & ~region[None]).any())
+    assert bool((ro.end_reason != EndReason.NOT_ENDED).all())
+    assert torch.equal(ro.learner_won, ro.winner == seat)
+
+
+def test_rollout_replays_from_the_generator() -> None:
+    learner, opponent, base, scores, region = setup("features")
+    rules = GameRules(grid_size=G)
+    first = play_selfplay_games(learner, opponent, base, scores, region, rules, torch.Generator().manual_seed(4))
+    again = play_selfplay_games(learner, opponent, base, scores, region, rules, torch.Generator().manual_seed(4))
+    assert torch.equal(first.actions, again.actions) and torch.equal(first.returns, again.returns)
+
+
+@pytest.mark.parametrize("mode", ["features", "pixels"])
+def test_play_alone_masks(mode: str) -> None:
+    policy, _, base, scores, region = setup(mode, termination_prob=0.01)
+    rules = GameRules(grid_size=G)
+    masks = play_alone(policy, None, scores, region, rules, base=base, batch_size=5)
+    assert masks.shape == (B, G, G) and masks.dtype == torch.bool
+    assert not bool((masks & ~region).any())
+    assert torch.equal(masks, play_alone(policy, None, None, region, rules, base=base))  # deterministic, scores unused
+    # A policy that always terminates at once takes nothing.
+    quitter, _, _, _, _ = setup(mode, termination_prob=0.999)
+    assert not bool(play_alone(quitter, None, scores, region, rules, base=base).any())
+    with pytest.raises(ValueError, match="needs images"):
+        play_alone(policy, None, scores, region, rules)
+
+
+def test_play_alone_from_images() -> None:
+    torch.manual_seed(0)
+    policy = AgentPolicy("pixels", G, 1, channels=8, num_res_units=0, pixels_per_patch=2)
+    images = torch.rand(3, 1, SIZE, SIZE)
+    rules = GameRules(grid_size=G)
+    masks = play_alone(policy, images, None, None, rules, generator=torch.Generator(), deterministic=False)
+    assert masks.shape == (3, G, G)
