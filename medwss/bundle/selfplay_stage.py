@@ -64,6 +64,8 @@ def train_selfplay_stage(
     from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
 
     started = time.perf_counter()
+    # Many tiny tensor ops per game step: one thread avoids oversubscription (measured 2-10x faster on 2 cores).
+    torch.set_num_threads(int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
     rules = game_rules(parser)
     settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})

@@ -14,7 +14,13 @@ def dicom_series_ids(folder: Path) -> list[str]:
     """Series instance UIDs found directly in ``folder`` (GDCM scans the files, not their names)."""
     import SimpleITK as sitk
 
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    # ITK warns on stderr for every folder without DICOM; probing folders is expected here, so keep it quiet.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]:
