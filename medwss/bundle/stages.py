@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 
 from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
 from medwss.errors import MedwssError
+from medwss.runtime.atomic import atomic_output
 from medwss.runtime.progress import ProgressTask
 
 logger = logging.getLogger(__name__)
@@ -35,13 +34,8 @@ def run_dir_for(bundle: Path, parser, run_dir: str | Path | None, stage: str) ->
 
 def write_json_atomic(data: dict[str, Any], out: Path) -> Path:
     """A JSON file through a temporary file and a rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
+    with atomic_output(out) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

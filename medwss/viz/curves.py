@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from medwss.runtime.atomic import atomic_output
 
 
 def plot_progress(records: list[dict[str, Any]], out: str | Path, title: str = "") -> Path | None:
@@ -41,13 +41,9 @@ def plot_progress(records: list[dict[str, Any]], out: str | Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial.png")
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out)
