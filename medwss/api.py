@@ -159,3 +159,33 @@ def segment(
 def default_bundle() -> Path:
     """The shipped prostate bundle (``bundles/prostate`` beside the package)."""
     return Path(__file__).resolve().parents[1] / "bundles" / "prostate"
+
+
+def replay(
+    scan: str | Path,
+    slice_z: int,
+    out: str | Path,
+    *,
+    bundle: str | Path | None = None,
+    roi_mask: str | Path | None = None,
+) -> Path:
+    """Draw the bundle's agent playing itself on one slice of a scan (PNG strip).
+
+    Raises:
+        MedwssError: bad scan, slice, mask or bundle.
+    """
+    from medwss.inference.replay import replay_slice
+    from medwss.inference.segment import Segmenter
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        from medwss.errors import MedwssError
+
+        raise MedwssError(out, "a replay is written as a .png file")
+    if not Path(scan).exists():
+        from medwss.errors import MedwssError
+
+        raise MedwssError(scan, "file not found")
+    return replay_slice(
+        Segmenter(bundle or default_bundle(), "rlsp"), Path(scan), slice_z, out, Path(roi_mask) if roi_mask else None
+    )

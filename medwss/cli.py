@@ -168,6 +168,23 @@ def segment(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+@user_errors
+def replay(
+    scan: Annotated[Path, typer.Argument(help="Scan file or DICOM series folder.")],
+    slice_z: Annotated[int, typer.Option("--slice", help="Slice index z of the scan as loaded.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("replay.png"),
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped prostate bundle).")] = None,
+    roi_mask: Annotated[Path | None, typer.Option(help="Organ prior mask, for bundles that need one.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Draw one self-play game of the bundle's agent on one slice: picks in order, termination, final patches."""
+    from medwss import api
+
+    _setup_logging(verbose)
+    typer.echo(f"wrote {api.replay(scan, slice_z, out, bundle=bundle, roi_mask=roi_mask)}")
+
+
 @labels_app.command("from-masks")
 @user_errors
 def labels_from_masks(

@@ -84,25 +84,29 @@ class SelfPlayInferer(Inferer):
             network, slices, scores, region_grid, self.rules, features=features, batch_size=self.batch_size
         )
 
-    def segment_volume(self, volume: torch.Tensor, network: torch.nn.Module | None) -> torch.Tensor:
-        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask."""
-        from medwss.bundle.selfplay_stage import slice_inputs
+    def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A preprocessed volume (C, H, W, Z) -> detector input slices (Z, C', H, W) and region pixels (Z, H, W)."""
         from medwss.data.regions import body_mask
         from medwss.data.slices import image_slices
-        from medwss.detector.cam import cam_masks
-        from medwss.metrics.patches import patches_to_pixels
 
         volume = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
         volume = volume.float().cpu()
         image = volume[:1] if self.region != "prior" else volume[:-1]
-        slices = image_slices(image, context=self.context)  # (Z, C', H, W)
-        height, width = slices.shape[-2:]
+        slices = image_slices(image, context=self.context)
         if self.region == "prior":
-            region = (volume[-1] > 0.5).permute(2, 0, 1)  # (Z, H, W)
-        elif self.region == "body":
-            region = torch.as_tensor(body_mask(image[0].permute(2, 0, 1).numpy()))
-        else:
-            region = None
+            return slices, (volume[-1] > 0.5).permute(2, 0, 1)
+        if self.region == "body":
+            return slices, torch.as_tensor(body_mask(image[0].permute(2, 0, 1).numpy()))
+        return slices, None
+
+    def segment_volume(self, volume: torch.Tensor, network: torch.nn.Module | None) -> torch.Tensor:
+        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask."""
+        from medwss.bundle.selfplay_stage import slice_inputs
+        from medwss.detector.cam import cam_masks
+        from medwss.metrics.patches import patches_to_pixels
+
+        slices, region = self.slices_and_region(volume)
+        height, width = slices.shape[-2:]
         if self.method == "cam":
             pixels = cam_masks(
                 self.detector,

@@ -125,3 +125,16 @@ def test_untrained_bundle_is_a_user_error(tmp_path):
     scan = write_tiny_prostate(tmp_path / "d", patients=1) / "p0" / "t2.nii.gz"
     with pytest.raises(MedwssError, match="no trained weights"):
         api.segment([scan], tmp_path / "m.nii.gz", bundle=bundle, method="rlsp")
+
+
+def test_replay_draws_one_game_and_refuses_a_bad_slice(tmp_path, trained):
+    bundle, data = trained
+    scan = data / "p3" / "t2.nii.gz"
+    out = api.replay(scan, 4, tmp_path / "replay.png", bundle=bundle)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["replay", str(scan), "--slice", "99", "-o", str(tmp_path / "r2.png"), "--bundle", str(bundle)]
+    )
+    assert result.exit_code == 2 and "slice 99 is outside the scan" in result.stderr
+    assert not (tmp_path / "r2.png").exists()

@@ -1,0 +1,64 @@
+"""``medwss replay``: one game of the trained agent against itself on one slice, drawn as a PNG strip.
+
+Both seats are the bundle's agent playing its most likely moves, so the replay shows what the agent has learned:
+the patches each side takes in order, who calls termination, the final picks and the detector's scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from medwss.errors import MedwssError
+
+
+@torch.no_grad()
+def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path | None = None) -> Path:
+    """Play and draw one game on slice ``slice_z`` (z of the scan as loaded) of ``scan``.
+
+    Raises:
+        MedwssError: unreadable scan, a slice outside it, a bundle without a trained agent.
+    """
+    from medwss.agents.inputs import build_observation
+    from medwss.bundle.selfplay_stage import slice_inputs
+    from medwss.data.transforms import unwrap_errors
+    from medwss.detector.features import DetectorEncoder
+    from medwss.game.engine import BatchedGame
+    from medwss.game.record import Phase
+    from medwss.selfplay.rollout import step_fraction
+    from medwss.viz.replay import draw_replay
+
+    if segmenter.network is None:
+        raise MedwssError(segmenter.root, "replay needs the bundle's trained agent (method rlsp)")
+    if segmenter.region == "prior" and prior is None:
+        raise MedwssError(scan, "this bundle needs an organ prior mask: give --roi-mask")
+    data = {"image": str(scan), **({"prior": str(prior)} if prior is not None and segmenter.region == "prior" else {})}
+    with unwrap_errors():
+        processed = segmenter.preprocessing(data)
+    file_z = [int(z) for z in torch.as_tensor(processed["slice_index"]).tolist()]
+    if slice_z not in file_z:
+        raise MedwssError(scan, f"slice {slice_z} is outside the scan (0..{max(file_z)})")
+    k = file_z.index(slice_z)
+    inferer, policy = segmenter.inferer, segmenter.network.eval()
+    slices, region = inferer.slices_and_region(torch.as_tensor(processed["image"]))
+    one = slices[k : k + 1]
+    scores, region_grid = slice_inputs(
+        inferer.detector, one, None if region is None else region[k : k + 1], inferer.rules.grid_size
+    )
+    base = DetectorEncoder(inferer.detector, inferer.rules.grid_size)(one) if policy.observation == "features" else one
+    game = BatchedGame(inferer.rules, scores, region_grid, record=True)
+    while not bool(game.done.all()):
+        obs = build_observation(
+            base,
+            game.owner,
+            game.agent,
+            game.region,
+            game.phase == Phase.FINAL,
+            step_fraction(game),
+            policy.observation,
+        )
+        actions = policy.act(obs, game.action_mask(), deterministic=True)[0]
+        game.step(actions)
+    centre = one[0, one.shape[1] // 2]
+    return draw_replay(centre, game.record(0), scores[0], out_png, title=f"{scan.name} z={slice_z}")
