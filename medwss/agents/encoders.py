@@ -58,7 +58,7 @@ class RandomConvEncoder(nn.Module):
 
     def __init__(self, in_channels: int, grid_size: int, filters: int = 8, seed: int = 0) -> None:
         super().__init__()
-        self.grid_size = grid_size
+        self.grid_size, self.seed = grid_size, seed
         gen = torch.Generator().manual_seed(seed)
         weight = torch.randn(filters, in_channels, 3, 3, generator=gen)
         weight = weight - weight.mean(dim=(1, 2, 3), keepdim=True)  # edge/texture detectors, blind to offset
@@ -75,3 +75,28 @@ class RandomConvEncoder(nn.Module):
         g = self.grid_size
         pooled = (F.adaptive_avg_pool2d(response, g), F.adaptive_max_pool2d(response, g))
         return torch.cat([*pooled, _patch_blocks(images, g).mean(-1)], dim=1)
+
+
+def encoder_config(encoder: object) -> dict[str, object]:
+    """What a checkpoint records of the features encoder, so inference can rebuild a built-in one."""
+    if isinstance(encoder, RandomConvEncoder):
+        filters, in_channels = encoder.weight.shape[:2]
+        return {"name": "RandomConvEncoder", "in_channels": int(in_channels), "grid_size": encoder.grid_size,
+                "filters": int(filters), "seed": encoder.seed}  # fmt: skip
+    if isinstance(encoder, PatchStatsEncoder):
+        return {"name": "PatchStatsEncoder", "grid_size": encoder.grid_size}
+    return {"name": type(encoder).__name__}
+
+
+def encoder_from_config(config: dict[str, object]) -> nn.Module:
+    """Rebuild a built-in encoder from `encoder_config`; a custom one (the detector trunk) must be passed again.
+
+    Raises:
+        ValueError: the config names an encoder that is not built in.
+    """
+    args = {k: v for k, v in config.items() if k != "name"}
+    if config.get("name") == "RandomConvEncoder":
+        return RandomConvEncoder(**args)  # type: ignore[arg-type]
+    if config.get("name") == "PatchStatsEncoder":
+        return PatchStatsEncoder(**args)  # type: ignore[arg-type]
+    raise ValueError(f"encoder {config.get('name')!r} is not built in: pass the encoder the policy was trained with")

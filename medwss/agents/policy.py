@@ -9,7 +9,8 @@ P(terminate) is clamped to [floor, 1 - floor]. Without it, self-play collapsed i
 random opponents "terminate at once" wins ~90% of games, the termination probability saturates to 1 and PPO never
 again samples the one-step deviation ("play a patch, let the opponent terminate first") that becomes the better move
 once opponents learn to find the ROI in their final pick. A squashing bound (tanh) saturates the same way, so the
-clamp passes the gradients that pull the logit back inside and blocks those pushing it further out.
+clamp passes the gradients that pull the logit back inside and blocks those pushing it further out. (The loop's
+termination warm-up and two learner seats, `selfplay.loop.SelfPlaySettings`, address the same collapse.)
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ class AgentPolicy(nn.Module):
     """Policy and value of an RLSP agent over `agents.inputs.build_observation` inputs.
 
     Args:
-        observation: "features" (inputs at G x G) or "pixels" (inputs at G*p x G*p, brought to G x G by a
-            strided stem of log2(p) stride-2 convolutions).
+        observation: "pixels" (inputs at G*p x G*p, brought to G x G by a strided stem of log2(p) stride-2
+            convolutions) or "features" (inputs at G x G).
         grid_size: G.
         in_channels: channels of the observation base (image channels C, or encoder features F).
         channels: width of the trunk.
@@ -92,12 +93,12 @@ class AgentPolicy(nn.Module):
 
     def __init__(
         self,
-        observation: ObservationMode = "features",
+        observation: ObservationMode = "pixels",
         grid_size: int = 16,
         in_channels: int = 1,
         *,
-        channels: int = 32,
-        num_res_units: int = 2,
+        channels: int = 16,
+        num_res_units: int = 1,
         pixels_per_patch: int = 4,
         termination_prob: float = 0.05,
         termination_floor: float = 0.02,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from medwss.agents.encoders import RandomConvEncoder
+from medwss.agents.encoders import RandomConvEncoder, encoder_config
 from medwss.agents.inputs import Encoder, ObservationMode, build_observation, check_mode, observation_base
 from medwss.agents.policy import AgentPolicy, build_policy
 from medwss.agents.ppo import (
@@ -95,7 +95,8 @@ class SelfPlaySettings:
     """PPO and self-play settings of one run; frozen and stored in checkpoints so a resumed run cannot drift."""
 
     num_iterations: int = 300
-    """Iterations of play + PPO update (one iteration = games_per_iteration games)."""
+    """Iterations of play + PPO update (one iteration = games_per_iteration games); on the synthetic task at G=16
+    validation Dice levels off after ~160-300."""
     games_per_iteration: int = 64
     """B, games played in lock-step per iteration, each on a slice drawn with replacement."""
     learning_rate: float = 1e-3
@@ -137,13 +138,14 @@ class SelfPlaySettings:
     """Prioritised sampling: mean of the normal as a fraction of the pool size."""
     std_fraction: float = 0.25
     """Prioritised sampling: std of the normal as a fraction of the pool size."""
-    observation: ObservationMode = "features"
-    """"features" (frozen encoder features at G x G, fast) or "pixels" (blanked image through a strided CNN)."""
+    observation: ObservationMode = "pixels"
+    """"pixels" (blanked image through a strided CNN) or "features" (frozen encoder features at G x G, ~2x faster
+    per update). On the synthetic task pixels reached higher validation Dice (0.92 vs 0.89, two seeds each)."""
     pixels_per_patch: int = 4
     """Pixels observation: each patch is resized to p x p pixels (a power of two)."""
-    channels: int = 32
-    """Policy trunk width."""
-    num_res_units: int = 2
+    channels: int = 16
+    """Policy trunk width (32 costs ~3x the time per update on CPU)."""
+    num_res_units: int = 1
     """Residual units in the policy trunk."""
     termination_prob: float = 0.05
     """Initial P(terminate) per play-phase step (keeps the first games short)."""
@@ -307,7 +309,7 @@ def train_selfplay(
             "policy": policy.state_dict(), "policy_config": policy_config, "optimizer": optimizer.state_dict(),
             "iteration": iteration, "global_step": global_step, "pool": pool.state_dict(),
             "metrics": metric_log.records(), "settings": dataclasses.asdict(settings),
-            "rules": dataclasses.asdict(rules), "encoder": type(encoder).__name__ if encoder is not None else None,
+            "rules": dataclasses.asdict(rules), "encoder": None if encoder is None else encoder_config(encoder),
             "rng": rng_states(rngs) | {"actions": action_gen.get_state()},
         }, run_dir / name)  # fmt: skip
         plot_progress(metric_log.records(), run_dir / "progress.png", title="self-play")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medwss.agents.encoders import PatchStatsEncoder, RandomConvEncoder
+from medwss.agents.encoders import PatchStatsEncoder, RandomConvEncoder, encoder_config, encoder_from_config
 from medwss.agents.inputs import STATE_PLANES, build_observation, observation_base
 
 G = 2
@@ -77,3 +77,13 @@ def test_random_conv_encoder_is_seeded_and_leaves_global_rng_alone() -> None:
     assert torch.equal(out, RandomConvEncoder(1, 4, filters=3, seed=5)(images))
     assert not torch.equal(out, RandomConvEncoder(1, 4, filters=3, seed=6)(images))
     assert torch.allclose(out[:, -1], torch.nn.functional.avg_pool2d(images, 4)[:, 0])
+
+
+def test_encoder_config_round_trip() -> None:
+    images = torch.rand(2, 1, 16, 16)
+    for encoder in (RandomConvEncoder(1, 4, filters=3, seed=2), PatchStatsEncoder(4)):
+        rebuilt = encoder_from_config(encoder_config(encoder))
+        assert type(rebuilt) is type(encoder) and torch.equal(rebuilt(images), encoder(images))
+    assert encoder_config(torch.nn.Identity()) == {"name": "Identity"}
+    with pytest.raises(ValueError, match="not built in"):
+        encoder_from_config({"name": "Identity"})

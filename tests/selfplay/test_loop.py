@@ -20,7 +20,7 @@ G, SIZE = 4, 16
 RULES = GameRules(grid_size=G)
 TINY = SelfPlaySettings(
     num_iterations=4, games_per_iteration=6, update_epochs=2, minibatch_size=16, snapshot_every=1, pool_size=3,
-    channels=8, num_res_units=1, checkpoint_every=1, eval_every=2, seed=3, termination_warmup=2,
+    channels=8, num_res_units=1, checkpoint_every=1, eval_every=2, seed=3, termination_warmup=2, observation="features",
 )  # fmt: skip
 TIMING = ("charts/updates_per_s", "charts/iteration_s")
 
@@ -82,6 +82,7 @@ def test_checkpoint_logs_and_refusals(tmp_path: Path, data: SelfPlayData) -> Non
     for key in ("policy", "policy_config", "optimizer", "iteration", "pool", "metrics", "settings", "rules", "rng"):
         assert key in state
     assert {"python", "numpy", "torch", "named", "actions"} <= set(state["rng"])
+    assert state["encoder"]["name"] == "RandomConvEncoder" and state["encoder"]["seed"] == settings.seed
     assert set(state["rng"]["named"]) == {"slices", "opponent", "minibatch"}
     records = metrics(tmp_path)
     tags = {"losses/policy", "losses/value", "losses/entropy", "charts/learning_rate", "game/win_rate", "game/reward",
