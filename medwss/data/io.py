@@ -10,8 +10,6 @@ does the same by copying the geometry).
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 
 from medwss.data.dicom import dicom_series_files, dicom_series_ids
 from medwss.errors import MedwssError
+from medwss.runtime.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -387,16 +386,11 @@ def write_mask(mask: Any, reference: Any, out_path: str | Path, dtype: Any = np.
         if low < info.min or high > info.max:
             raise ValueError(f"mask values {low}..{high} do not fit {np.dtype(dtype).name}; pass a wider dtype")
     array = array.astype(dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial{volume_suffix(out)}")
-    try:
+    with atomic_output(out) as tmp:
         if source is not None and volume_suffix(source) in NIFTI_SUFFIXES:
             _write_nifti_like(array, source, tmp)
         else:
             _write_sitk(array, geometry, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

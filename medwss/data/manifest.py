@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from medwss.data.io import strip_suffix
 from medwss.errors import MedwssError
+from medwss.runtime.atomic import atomic_output
 
 CSV_COLUMNS = ("image", "slice", "class", "present")
 CSV_OPTIONAL = ("case", "patient", "prior")
@@ -213,21 +213,15 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     out = Path(path)
     if out.suffix.lower() not in (".csv", ".json"):
         raise MedwssError(out, "a manifest is a .csv or .json file")
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        base = out.parent.resolve()
-        with tmp.open("w", newline="") as handle:
+        with atomic_output(out) as tmp, tmp.open("w", newline="") as handle:
+            base = out.parent.resolve()
             if out.suffix.lower() == ".csv":
                 _write_csv(manifest, handle, base)
             else:
                 json.dump(_json_data(manifest, base), handle, indent=1)
-        os.replace(tmp, out)
     except OSError as err:
         raise MedwssError(out, f"cannot write: {err.strerror or err}") from None
-    finally:
-        if tmp.exists():  # exists(), not unlink(missing_ok): it is False, not an error, under a non-folder parent
-            tmp.unlink()
     return out
 
 

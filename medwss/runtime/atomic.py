@@ -21,4 +21,5 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # exists(), not unlink(missing_ok): under a parent that is a file it is False, not an error
+            tmp.unlink()

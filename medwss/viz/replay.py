@@ -7,14 +7,13 @@ scores as a heat map, the ground the agents were scored on (nnU-Net-style overla
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medwss.game.record import AGENT_NAMES, GameRecord, Phase
+from medwss.runtime.atomic import atomic_output
 
 COLOURS: tuple[str, str] = ("tab:red", "tab:blue")
 """Agent a, agent b."""
@@ -101,13 +100,9 @@ def draw_replay(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial.png")
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, out)
+        with atomic_output(out_png) as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out_png)

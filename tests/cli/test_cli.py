@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from medwss.cli import app
 from medwss.data.manifest import read_manifest
+from tests.cli.helpers import assert_one_error_line, invoke
 from tests.data.dataset_fixtures import (
     P158_SPEC,
     SHAPE,
@@ -28,23 +27,6 @@ from tests.data.dataset_fixtures import (
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "../shared/data"
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    """Run ``medwss args``; typer's runner keeps stdout and stderr apart (``result.stdout``, ``result.stderr``)."""
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_error_line(result, path: object, problem: str) -> None:
-    """Exit 2, nothing on stdout, exactly ``error: <path>: <problem...>`` on stderr, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: {path}: {problem}"), lines[0]
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
 
 
 def test_help_and_version():
@@ -141,8 +123,11 @@ def test_labels_from_masks_msd_without_spec(tmp_path):
 def test_labels_from_masks_bad_suffix_writes_nothing(tmp_path, name):
     data = write_prostate158(tmp_path / "d")
     out = tmp_path / "out" / name
-    assert_one_error_line(invoke("labels", "from-masks", data.root, "--spec", data.spec, "-o", out), out,
-                          "a manifest is a .csv or .json file")
+    assert_one_error_line(
+        invoke("labels", "from-masks", data.root, "--spec", data.spec, "-o", out),
+        out,
+        "a manifest is a .csv or .json file",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -150,8 +135,9 @@ def test_labels_from_masks_unwritable_output(tmp_path):
     data = write_prostate158(tmp_path / "d")
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "a_file" / "weak.csv"
-    assert_one_error_line(invoke("labels", "from-masks", data.root, "--spec", data.spec, "-o", out), out,
-                          "cannot write")
+    assert_one_error_line(
+        invoke("labels", "from-masks", data.root, "--spec", data.spec, "-o", out), out, "cannot write"
+    )
 
 
 def test_labels_from_masks_never_overwrites_an_input(tmp_path):
@@ -162,8 +148,9 @@ def test_labels_from_masks_never_overwrites_an_input(tmp_path):
     assert data.files["dataset.json"].read_text() == before
     spec = write_spec(tmp_path / "spec.json", P158_SPEC)
     data = write_prostate158(tmp_path)
-    assert_one_error_line(invoke("labels", "from-masks", data.root, "--spec", spec, "-o", spec), spec,
-                          "refusing to overwrite an input")
+    assert_one_error_line(
+        invoke("labels", "from-masks", data.root, "--spec", spec, "-o", spec), spec, "refusing to overwrite an input"
+    )
     assert json.loads(spec.read_text()) == P158_SPEC
 
 
@@ -241,8 +228,11 @@ def test_real_prostate158_matches_slices_csv(tmp_path):
     result = invoke("labels", "from-masks", root, "--spec", REPO / "configs/datasets/prostate158.yaml", "-o", out)
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith("gland: 54 present / 17 absent")
-    ours = {(f"p158_{item.case}", z): int(v) for item in read_manifest(out).images
-            for z, v in enumerate(item.presence["gland"])}
+    ours = {
+        (f"p158_{item.case}", z): int(v)
+        for item in read_manifest(out).images
+        for z, v in enumerate(item.presence["gland"])
+    }
     with (root / "slices.csv").open() as handle:
         theirs = {(row["patient"], int(row["slice_z"])): int(row["gland_present"]) for row in csv.DictReader(handle)}
     assert ours == theirs

@@ -8,28 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from medwss.cli import app
+from tests.cli.helpers import assert_one_error_line, invoke
 from tests.metrics.test_evaluate import SHAPE, SPACING, slab, write_mask
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "../shared/data"
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_error_line(result, path: object, problem: str) -> None:
-    """Exit 2, nothing on stdout, exactly ``error: <path>: <problem...>`` on stderr, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: {path}: {problem}"), lines[0]
-    assert result.stdout == "" and "Traceback" not in result.output
 
 
 def test_eval_is_listed():
@@ -132,15 +116,28 @@ def test_real_prostate158_inter_reader_dice(tmp_path):
     with (tmp_path / "cases.csv").open() as handle:
         [row] = list(csv.DictReader(handle))
     dice, hd95, msd = float(row["dice"]), float(row["hd95"]), float(row["msd"])
-    print(f"Prostate158 001 reader 2 vs 1: Dice {dice:.4f}, IoU {float(row['iou']):.4f}, HD95 {hd95:.2f} mm, "
-          f"MSD {msd:.2f} mm")
+    print(
+        f"Prostate158 001 reader 2 vs 1: Dice {dice:.4f}, IoU {float(row['iou']):.4f}, HD95 {hd95:.2f} mm, "
+        f"MSD {msd:.2f} mm"
+    )
     assert 0.8 < dice < 0.97
     assert (int(row["pred_voxels"]), int(row["gt_voxels"])) == (110356, 102164)
     assert 0.47 <= hd95 < 10.0 and 0.0 < msd < hd95  # at least one in-plane voxel apart somewhere, under 1 cm
     # The zonal maps scored as whole gland (label > 0) agree with the derived gland files (the README: identical).
-    zonal = invoke("eval", case / "t2_anatomy_reader2.nii.gz", case / "t2_anatomy_reader1.nii.gz",
-                   "-o", tmp_path / "zonal", "--class", "gland=> 0", "--class", "tz=== 1", "--class", "pz=== 2",
-                   "--no-progress")
+    zonal = invoke(
+        "eval",
+        case / "t2_anatomy_reader2.nii.gz",
+        case / "t2_anatomy_reader1.nii.gz",
+        "-o",
+        tmp_path / "zonal",
+        "--class",
+        "gland=> 0",
+        "--class",
+        "tz=== 1",
+        "--class",
+        "pz=== 2",
+        "--no-progress",
+    )
     assert zonal.exit_code == 0, zonal.output
     summary = json.loads((tmp_path / "zonal" / "summary.json").read_text())
     assert summary["mDSC"]["gland"] == pytest.approx(dice)

@@ -18,6 +18,7 @@ import torch
 from medwss.data import io
 from medwss.data.io import Geometry, load_mask, load_volume, strip_suffix, validate_array, volume_suffix, write_mask
 from medwss.errors import MedwssError
+from medwss.runtime import atomic
 from tests.data.io_fixtures import (
     CT_SERIES_UID,
     FORMATS,
@@ -508,7 +509,7 @@ def test_failed_write_keeps_the_old_mask_and_leaves_no_partial_file(
     if fails_in == "writer":
         monkeypatch.setattr(io, "_write_nifti_like", half_written)
     else:
-        monkeypatch.setattr(io.os, "replace", no_rename)
+        monkeypatch.setattr(atomic.os, "replace", no_rename)  # the rename lives in medwss.runtime.atomic
     with pytest.raises(OSError):
         write_mask(np.ones(image.shape, dtype=np.uint8), image, out)
     assert sorted(os.listdir(folder)) == ["mask.nii.gz", "scan.nii.gz"]

@@ -1,14 +1,3 @@
-"""Self-play tests run tiny networks: one torch thread is faster and free of thread contention."""
+"""Self-play tests run tiny networks: one torch thread, as for the agent tests."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.agents.conftest import one_torch_thread  # noqa: F401  (autouse fixture, shared)
