@@ -76,3 +76,13 @@ def test_inference_network_matches_training(name):
     assert inference["working_size"] == common["data"]["working_size"]
     assert inference["preset"] == common["data"]["preset"] and inference["region"] == common["data"]["region"]
     assert inference["detector_def"]["width"] == detector["width"]
+
+
+@pytest.mark.parametrize(("name", "licence"), [("prostate", "CC BY 4.0"), ("liver_tumour", "CC BY-NC-ND 4.0")])
+def test_bundle_docs_name_the_training_data_and_its_licence(name, licence):
+    bundle = REPO / "bundles" / name
+    readme = (bundle / "docs" / "README.md").read_text()
+    assert licence in readme and licence in (bundle / "docs" / "data_license.txt").read_text()
+    assert (bundle / "LICENSE").read_text().lstrip().startswith("Apache License")
+    for command in ("medwss train", "medwss segment"):
+        assert command in readme

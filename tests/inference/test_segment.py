@@ -138,3 +138,28 @@ def test_replay_draws_one_game_and_refuses_a_bad_slice(tmp_path, trained):
     )
     assert result.exit_code == 2 and "slice 99 is outside the scan" in result.stderr
     assert not (tmp_path / "r2.png").exists()
+
+
+@pytest.mark.slow
+def test_monai_bundle_run_segments_a_folder_like_medwss_segment(tmp_path, trained):
+    """`python -m monai.bundle run` with the bundle's inference.yaml writes the same masks as `medwss segment`."""
+    import subprocess
+    import sys
+
+    bundle, data = trained
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for patient in ("p0", "p1"):
+        (scans / f"{patient}.nii.gz").write_bytes((data / patient / "t2.nii.gz").read_bytes())
+    out = tmp_path / "bundle_run"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.yaml"),
+           "--bundle_root", str(bundle), "--dataset_dir", str(scans), "--output_dir", str(out), "--method", "rlsp"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = api.segment([scans], tmp_path / "medwss", bundle=bundle, method="rlsp")
+    assert sorted(p.name for p in out.iterdir()) == ["p0.nii.gz", "p1.nii.gz"]
+    for mine in expected:
+        theirs = out / mine.name
+        _same_geometry(scans / mine.name, theirs)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(theirs))),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(mine))))

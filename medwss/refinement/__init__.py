@@ -1,0 +1,1 @@
+"""Refinement: a segmentation network trained on the agent's masks (beyond the paper)."""
