@@ -88,6 +88,42 @@ def evaluate(
     return write_report(report, out)
 
 
+def evaluate_semantic(
+    pred: str | Path,
+    gt: str | Path,
+    out: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    class_set: str | None = None,
+    task: ProgressTask | None = None,
+):
+    """Score PNG label maps with VOC conventions (mIoU, mean Dice); write ``summary.json``, ``classes.csv``,
+    ``cases.csv`` (default ``eval/`` in the prediction folder or beside a prediction file).
+
+    Args:
+        class_set: ``voc`` or ``coco`` names the classes (background + its classes); else labels are numbers.
+
+    Raises:
+        MedwssError: unreadable or mismatched label maps, no pair, unwritable output.
+    """
+    from medwss.data.natural.classes import CLASS_SETS, class_names
+    from medwss.errors import MedwssError
+    from medwss.metrics.semantic_eval import evaluate_semantic as score
+    from medwss.metrics.semantic_eval import write_semantic_report
+
+    pred = Path(pred)
+    names = None
+    if class_set is not None:
+        if class_set not in CLASS_SETS:
+            raise MedwssError("--class-set", f"unknown class set {class_set!r} (use {' or '.join(CLASS_SETS)})")
+        names = ["background", *class_names(class_set)]
+        num_classes = num_classes or len(names)
+    out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
+    task = task or ProgressTask()
+    report = score(pred, gt, num_classes=num_classes, class_names=names, progress=task.advance)
+    return write_semantic_report(report, out)
+
+
 def train_bundle(
     bundle: str | Path,
     stage: str | None = None,
@@ -107,14 +143,17 @@ def train_bundle(
     """
     from medwss.bundle.config import stages_of
     from medwss.bundle.stages import train_stage
+    from medwss.inference.photo_training import is_photo_bundle, train_photo_stage
     from medwss.runtime.progress import progress_task
 
+    # Photo bundles (bundles/coco, bundles/voc) have the same stages, over images instead of slices.
+    run_stage = train_photo_stage if is_photo_bundle(bundle) else train_stage
     stages = [stage] if stage else stages_of(bundle)
     notes = []
     for name in stages:
         with progress_task(f"{name}", enabled=progress) as task:
             notes.append(
-                train_stage(
+                run_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
                 )
             )
@@ -134,12 +173,22 @@ def segment(
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
-    ``overlay`` a PNG of the mask on the scan is written beside it.
+    ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
+    inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
 
     Raises:
         MedwssError: bad scans, masks, outputs or bundle.
     """
+    from medwss.inference.photo_training import is_photo_bundle
     from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+
+    if bundle is not None and is_photo_bundle(bundle):
+        from medwss.errors import MedwssError
+        from medwss.inference.photo_segment import segment_photos
+
+        if roi_mask is not None:
+            raise MedwssError(roi_mask, "photo bundles take no organ prior mask")
+        return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
     scan_paths = find_scans([Path(s) for s in scans])

@@ -240,14 +240,26 @@ def eval_(
             help="One scored class per option, its rule applied to ground truth and prediction (instead of 'roi').",
         ),
     ] = None,
+    class_set: Annotated[
+        str | None, typer.Option(metavar="SET", help="PNG label maps: name classes as 'voc' or 'coco' (background 0).")
+    ] = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Dice, IoU, HD95 and mean surface distance (mm) per case and class; mDSC and mIoU over cases."""
+    """Dice, IoU, HD95 and mean surface distance (mm) per case and class; mDSC and mIoU over cases.
+
+    PNG label maps (VOC/COCO photos) are scored the VOC way instead: one confusion matrix, 255 ignored, mIoU.
+    """
     from medwss import api
+    from medwss.metrics.semantic_eval import is_label_png_input
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
+    if is_label_png_input(pred, gt):
+        with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
+            semantic = api.evaluate_semantic(pred, gt, out, class_set=class_set, task=task)
+        _print_semantic(semantic)
+        return
     with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
         report = api.evaluate(
             pred, gt, out, gt_pattern=gt_pattern, gt_rule=gt_rule, pred_rule=pred_rule, classes=classes, task=task
@@ -257,6 +269,21 @@ def eval_(
     for path in report.matching.unmatched_ground_truths:
         typer.echo(f"warning: {path}: no prediction for this case; not scored", err=True)
     _print_eval(report)
+
+
+def _print_semantic(report: Any) -> None:
+    """Per-class IoU of the scored classes, then mIoU and mean Dice, on stdout."""
+    for path in report.unmatched_predictions:
+        typer.echo(f"warning: {path}: no ground truth with this name; not scored", err=True)
+    for path in report.unmatched_ground_truths:
+        typer.echo(f"warning: {path}: no prediction for this image; not scored", err=True)
+    for label, (name, iou) in enumerate(zip(report.class_names, report.iou, strict=True)):
+        if iou == iou:  # NaN: class absent from prediction and ground truth, not scored
+            typer.echo(f"{label:>3} {name}: IoU {iou:.3f}")
+    n = len(report.rows)
+    images = f"{n} image{'s' if n != 1 else ''}"
+    typer.echo(f"mIoU {report.miou:.3f}, mean Dice {report.mdice:.3f} over {images} (VOC rules)")
+    typer.echo(f"wrote {report.summary_json}, {report.classes_csv} and {report.cases_csv}")
 
 
 def _print_eval(report: Any) -> None:

@@ -56,6 +56,8 @@ class DetectorTrainingSettings:
     """Largest relative zoom."""
     translate_fraction: float = 0.0625
     """Largest shift as a fraction of the image side (8 px at 128)."""
+    flip_prob: float = 0.0
+    """Probability of a left-right flip (photos; 0 for scans, whose left and right are anatomy)."""
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -158,6 +160,8 @@ class DetectorTrainer:
         theta[:, 0, 0] = theta[:, 1, 1] = np.cos(angle) / zoom
         theta[:, 0, 1], theta[:, 1, 0] = -np.sin(angle) / zoom, np.sin(angle) / zoom
         theta[:, :, 2] = shift
+        if s.flip_prob > 0:  # drawn only when asked for, so runs without flips keep their random stream
+            theta[self.rng.random(b) < s.flip_prob, :, 1] *= -1.0  # MONAI's theta is (H, W)-ordered: column 1 = W
         theta_t = torch.from_numpy(theta).to(x.device)
         x = self.warp_image(x, theta_t)
         region = self.warp_region(region.unsqueeze(1).float(), theta_t)[:, 0] > 0.5

@@ -86,3 +86,13 @@ def test_bundle_docs_name_the_training_data_and_its_licence(name, licence):
     assert (bundle / "LICENSE").read_text().lstrip().startswith("Apache License")
     for command in ("medwss train", "medwss segment"):
         assert command in readme
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_detector_matches_training(name):
+    """inference.yaml rebuilds the detector the detector stage trained (a mismatch cannot load its weights)."""
+    configs = REPO / "bundles" / name / "configs"
+    inference = yaml.safe_load((configs / "inference.yaml").read_text())["detector_def"]
+    training = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
+    for key in ("num_classes", "width", "coord_channels", "pooling"):
+        assert inference[key] == training[key], key

@@ -67,3 +67,24 @@ def test_region_cells_needs_half_coverage() -> None:
 def test_all_poolings_are_accepted() -> None:
     for pooling in POOLINGS:
         assert build_detector(width=4, pooling=pooling).pooling == pooling
+
+
+@pytest.mark.parametrize(("coords", "equivariant"), [(False, True), (True, False)])
+def test_only_the_coordinate_free_detector_is_shift_equivariant(coords: bool, equivariant: bool) -> None:
+    """Why ``coord_channels: false`` helps the prostate: without position the cells must score content.
+
+    Shifting a slice by whole cells (8 px) must shift the cell logits by as many cells when nothing tells the net
+    where it is; with CoordConv channels the same content scores differently at another place.
+    """
+    torch.manual_seed(0)
+    model = build_detector(width=8, coord_channels=coords).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # break the symmetric init so position would matter if the net sees it
+            p.add_(0.1 * torch.randn_like(p))
+    image = torch.rand(1, 1, 128, 128)
+    shifted = torch.roll(image, shifts=(8, 16), dims=(-2, -1))  # one cell down, two right
+    with torch.no_grad():
+        cells, cells_shifted = model(image)[0, 0], model(shifted)[0, 0]
+    # Compare only cells whose 39 px receptive field stays clear of the borders and of the wrapped rows/columns.
+    same = torch.allclose(cells_shifted[4:12, 5:12], cells[3:11, 3:10], atol=1e-4)
+    assert same == equivariant

@@ -163,3 +163,22 @@ def test_monai_bundle_run_segments_a_folder_like_medwss_segment(tmp_path, traine
         _same_geometry(scans / mine.name, theirs)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(theirs))),
                                       sitk.GetArrayFromImage(sitk.ReadImage(str(mine))))
+
+
+LIVER = __import__("pathlib").Path(__file__).resolve().parents[2] / "../shared/data/liver"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not LIVER.is_dir(), reason=f"real data folder {LIVER} not found")
+def test_shipped_liver_bundle_keeps_its_mask_inside_the_prior_on_the_scan_grid(tmp_path):
+    """The organ prior bounds the mask on the original 512 x 512 grid, not only on the 128 x 128 working grid."""
+    from pathlib import Path
+
+    scan = LIVER / "imagesTr" / "ircadb01_01.nii.gz"
+    prior = LIVER / "labelsTr" / "ircadb01_01" / "liver.nii.gz"
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumour"
+    (out,) = api.segment([scan], tmp_path / "tumour.nii.gz", bundle=bundle, method="rlsp", roi_mask=prior)
+    _same_geometry(scan, out)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(prior))) > 0
+    assert mask.any() and not (mask & ~liver).any()

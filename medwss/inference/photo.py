@@ -1,0 +1,223 @@
+"""Photos with many classes: one RLSP game per present class, the per-class masks merged into one label map.
+
+The game engine plays over a (B, G, G) score grid, so a multi-class photo is a batch of (image, class) games,
+each with that class's detector patch scores. Which classes get a game is decided by the detector's image-level
+probability (``gate``), or by given image labels. One agent plays every class, so it must be told which class it
+is after: its observation is the detector trunk's image features (as for the single-class bundles) plus one
+*class cue* plane, the detector's patch probabilities for that class. This departs from RLSP §3.2 (agents never
+see detector scores), which assumes one ROI class per agent.
+
+Overlap rule (``merge_class_masks``): a pixel claimed by several classes goes to the class whose score there is
+highest (patch score for the games, Grad-CAM++ value for CAM); ties go to the lower class label; a pixel no class
+claims is background (0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+
+from medwss.detector.network import PresenceDetector, pool_cells
+from medwss.detector.scoring import patch_logits_from_cells
+
+METHODS = ("rlsp", "single-agent", "cam")
+
+
+@torch.no_grad()
+def class_scores(
+    detector: PresenceDetector, images: torch.Tensor, grid: int, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-level probabilities (N, K) and patch probabilities (N, K, G, G) of every class, one pass per batch."""
+    detector.eval()
+    image_probs, patch_probs = [], []
+    for chunk in images.split(batch_size):
+        cells = detector(chunk.float())
+        image_probs.append(torch.sigmoid(pool_cells(cells, None, detector.pooling, detector.lse_r)))
+        patches = patch_logits_from_cells(cells, chunk.shape[-2:], grid, None, detector.pooling, detector.lse_r)
+        patch_probs.append(torch.sigmoid(patches))
+    return torch.cat(image_probs), torch.cat(patch_probs)
+
+
+def gate(image_probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(N, K) bool: the classes whose image-level probability reaches ``threshold`` get a game."""
+    return image_probs >= threshold
+
+
+def choose_gate_threshold(
+    image_probs: torch.Tensor, labels: torch.Tensor, candidates: tuple[float, ...] = tuple(i / 20 for i in range(1, 20))
+) -> tuple[float, float]:
+    """The gate threshold with the best micro-F1 of (image, class) decisions on validation photos, and that F1.
+
+    Uses image-level labels only (no mask), so it may be chosen on the weakly labelled validation split. Ties go to
+    the higher threshold (fewer games).
+    """
+    best = (0.5, -1.0)
+    truth = labels.bool()
+    for t in candidates:
+        pred = image_probs >= t
+        tp = float((pred & truth).sum())
+        f1 = 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
+        if f1 >= best[1]:
+            best = (float(t), f1)
+    return best
+
+
+@dataclass
+class ClassGames:
+    """A batch of (image, class) games."""
+
+    image_index: torch.Tensor
+    """(P,) int64 image of each game."""
+    class_index: torch.Tensor
+    """(P,) int64 0-based class of each game (label = class_index + 1)."""
+    scores: torch.Tensor
+    """(P, G, G) the class's detector patch probabilities: the game's scores."""
+    features: torch.Tensor | None
+    """(P, F + 1, G, G) policy observation base: trunk features and the class cue; None if no encoder was given."""
+
+
+def class_games(
+    present: torch.Tensor, patch_probs: torch.Tensor, trunk_features: torch.Tensor | None = None
+) -> ClassGames:
+    """One game per True entry of ``present`` (N, K), in image-major, class-minor order.
+
+    Args:
+        present: (N, K) bool, which classes of which images get a game (``gate`` or labels).
+        patch_probs: (N, K, G, G) from ``class_scores``.
+        trunk_features: (N, F, G, G) ``DetectorEncoder`` features, or None (baselines need none).
+    """
+    image_index, class_index = present.bool().nonzero(as_tuple=True)
+    scores = patch_probs[image_index, class_index]
+    features = None
+    if trunk_features is not None:
+        features = torch.cat([trunk_features[image_index], scores[:, None]], dim=1)
+    return ClassGames(image_index, class_index, scores, features)
+
+
+def merge_class_masks(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-class masks of one image -> (H, W) int64 label map (overlap rule in the module doc).
+
+    Args:
+        masks: (M, H, W) bool, one per class game of the image.
+        scores: (M, H, W) float, the claim strength of each class at each pixel.
+        labels: (M,) int labels (1-based) of the games; unique.
+    """
+    if masks.shape != scores.shape or masks.dim() != 3 or labels.shape != masks.shape[:1]:
+        raise ValueError(f"expected masks and scores (M, H, W) and labels (M,), got {tuple(masks.shape)}, "
+                         f"{tuple(scores.shape)} and {tuple(labels.shape)}")  # fmt: skip
+    if masks.shape[0] == 0:
+        return torch.zeros(masks.shape[1:], dtype=torch.int64)
+    order = torch.argsort(labels.long(), stable=True)  # argmax keeps the first maximum: ties go to the lower label
+    masks, scores, labels = masks[order].bool(), scores[order].float(), labels[order].long()
+    claims = scores.masked_fill(~masks, float("-inf"))
+    best = claims.argmax(dim=0)
+    return torch.where(masks.any(dim=0), labels[best], torch.zeros_like(best))
+
+
+def merge_games(
+    games: ClassGames, pixel_masks: torch.Tensor, pixel_scores: torch.Tensor, num_images: int
+) -> torch.Tensor:
+    """(P, H, W) game masks and claim scores -> (N, H, W) int64 label maps, images without games background."""
+    out = torch.zeros(num_images, *pixel_masks.shape[-2:], dtype=torch.int64)
+    for n in range(num_images):
+        rows = (games.image_index == n).nonzero().squeeze(1)
+        out[n] = merge_class_masks(pixel_masks[rows], pixel_scores[rows], games.class_index[rows] + 1)
+    return out
+
+
+class PhotoInferer(Inferer):
+    """Photos (B, 3, S, S) -> label maps (B, 1, S, S) int64 (0 background, k = class k), a MONAI ``Inferer``.
+
+    Args:
+        detector: the trained multi-label presence detector.
+        rules: the ``GameRules`` the agent was trained with (grid size, ROI threshold).
+        method: ``rlsp`` (the agent, ``network`` in ``__call__``), ``single-agent`` (score >= ``threshold``) or
+            ``cam`` (Grad-CAM++ >= ``cam_threshold``).
+        gate_threshold: image-level probability a class needs to get a game.
+        threshold: the single-agent baseline's stopping score.
+        cam_threshold: Grad-CAM++ map threshold.
+    """
+
+    def __init__(
+        self,
+        detector: PresenceDetector,
+        rules: Any,
+        method: str = "rlsp",
+        gate_threshold: float = 0.5,
+        threshold: float = 0.8,
+        cam_threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.detector, self.rules, self.method = detector.eval(), rules, method
+        self.gate_threshold, self.threshold, self.cam_threshold = gate_threshold, threshold, cam_threshold
+
+    def __call__(
+        self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Segment a batch; ``present`` (B, K) bool in ``kwargs`` replaces the detector's gate (given labels)."""
+        images = torch.as_tensor(inputs).float()
+        if images.dim() != 4:
+            raise ValueError(f"expected a batch of photos (B, C, H, W), got {tuple(images.shape)}")
+        return self.segment(images, network, kwargs.get("present")).unsqueeze(1)
+
+    @torch.no_grad()
+    def segment(
+        self, images: torch.Tensor, network: torch.nn.Module | None = None, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, C, H, W) -> (N, H, W) int64 label maps at the input size."""
+        from medwss.metrics.patches import patches_to_pixels
+
+        grid, size = self.rules.grid_size, tuple(images.shape[-2:])
+        image_probs, patch_probs = class_scores(self.detector, images, grid)
+        present = gate(image_probs, self.gate_threshold) if present is None else present.bool()
+        if self.method == "cam":
+            games = class_games(present, patch_probs)
+            maps = cam_class_maps(self.detector, images, games)
+            return merge_games(games, maps >= self.cam_threshold, maps, len(images))
+        trunk = None
+        if self.method == "rlsp":
+            from medwss.detector.features import DetectorEncoder
+
+            trunk = DetectorEncoder(self.detector, grid)(images)
+        games = class_games(present, patch_probs, trunk)
+        patches = self.play(games, network)
+        masks = torch.as_tensor(patches_to_pixels(patches, size)).bool()
+        claims = torch.as_tensor(patches_to_pixels(games.scores, size)).float()
+        return merge_games(games, masks, claims, len(images))
+
+    def play(self, games: ClassGames, network: torch.nn.Module | None) -> torch.Tensor:
+        """(P, G, G) bool patches each game's agent took."""
+        from medwss.agents.threshold import threshold_segment
+        from medwss.selfplay.rollout import play_alone
+
+        g = self.rules.grid_size
+        if len(games.scores) == 0:
+            return torch.zeros(0, g, g, dtype=torch.bool)
+        if self.method == "single-agent":
+            return threshold_segment(games.scores, None, self.threshold, self.rules)
+        if network is None:
+            raise ValueError("method 'rlsp' needs the agent policy as network")
+        if getattr(network, "observation", None) != "features":
+            raise ValueError("photo games need a 'features' policy: its input carries the class cue")
+        network.eval()
+        return play_alone(network, None, games.scores, None, self.rules, base=games.features)
+
+
+def cam_class_maps(detector: PresenceDetector, images: torch.Tensor, games: ClassGames) -> torch.Tensor:
+    """(P, H, W) Grad-CAM++ map of each game's class on its image, in [0, 1]."""
+    import copy
+
+    from medwss.detector.cam import cam_maps
+
+    # A detector that served as a frozen DetectorEncoder has requires_grad off, and Grad-CAM++ needs gradients.
+    detector = copy.deepcopy(detector).requires_grad_(True)
+    maps = torch.zeros(len(games.class_index), *images.shape[-2:])
+    for k in games.class_index.unique().tolist():
+        rows = (games.class_index == k).nonzero().squeeze(1)
+        maps[rows] = cam_maps(detector, images[games.image_index[rows]], class_index=int(k))
+    return maps

@@ -1,0 +1,229 @@
+"""``medwss segment photo.jpg --bundle bundles/coco``: photos in, PNG label maps (and overlays) out.
+
+A ``PhotoSegmenter`` parses a photo bundle's ``inference.yaml`` once (preprocessing, ``PhotoInferer``, agent)
+and segments photo after photo. The label map is computed at the working size and resized back to the photo's
+own size by nearest neighbour; it is written as a VOC-palette PNG (pixel value = class label, 0 background), so
+``medwss eval`` and VOC tools read it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+from medwss.errors import MedwssError
+
+logger = logging.getLogger(__name__)
+
+
+def find_photos(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their photos (by suffix), sorted.
+
+    Raises:
+        MedwssError: a missing path, or a folder without photos.
+    """
+    from medwss.data.natural.dataset import PHOTO_SUFFIXES
+
+    photos: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise MedwssError(path, "file not found")
+        if path.is_file():
+            photos.append(path)
+            continue
+        found = sorted(c for c in path.iterdir() if c.is_file() and c.suffix.lower() in PHOTO_SUFFIXES)
+        if not found:
+            raise MedwssError(path, f"no photos in this folder ({', '.join(PHOTO_SUFFIXES)})")
+        photos += found
+    return photos
+
+
+def photo_datalist(folder: str | Path) -> list[dict[str, str]]:
+    """``[{image: path}]`` for every photo in ``folder`` (``inference.yaml`` ``dataset``)."""
+    return [{"image": str(p)} for p in find_photos([folder])]
+
+
+def photo_output_paths(photos: Sequence[Path], out: Path | None, method: str) -> list[Path]:
+    """``out`` itself for one photo and a ``.png`` ``out``, else ``out/<stem>.png``; default ``./<stem>_<method>.png``.
+
+    Raises:
+        MedwssError: two photos with the same stem, or an output that is an input.
+    """
+    if out is not None and len(photos) == 1 and out.suffix.lower() == ".png" and not out.is_dir():
+        paths = [out]
+    elif out is not None:
+        if out.exists() and not out.is_dir():
+            raise MedwssError(out, "for several photos, -o must be a folder")
+        paths = [out / f"{p.stem}.png" for p in photos]
+    else:
+        paths = [Path(f"{p.stem}_{method}.png") for p in photos]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise MedwssError(out or Path("."), "two photos share a name; their label maps would overwrite each other")
+    inputs = {p.resolve() for p in photos}
+    for p in paths:
+        if p.resolve() in inputs:
+            raise MedwssError(p, "refusing to overwrite an input photo")
+    return paths
+
+
+def overlay_path(label_png: Path) -> Path:
+    """``<stem>_overlay.png`` beside the label map."""
+    return label_png.with_name(f"{label_png.stem}_overlay.png")
+
+
+def draw_photo_overlay(
+    rgb: np.ndarray, labels: np.ndarray, out: str | Path, names: Sequence[str], title: str = ""
+) -> Path:
+    """The photo (3, H, W) in [0, 1] beside it with the label map in VOC colours, a legend of the classes found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from medwss.data.natural.classes import voc_palette
+    from medwss.runtime.atomic import atomic_output
+
+    image = np.clip(np.asarray(rgb, dtype=np.float32).transpose(1, 2, 0), 0, 1)
+    colours = voc_palette()[np.asarray(labels, dtype=np.uint8)] / 255.0
+    blend = np.where((np.asarray(labels) > 0)[..., None], 0.45 * image + 0.55 * colours, image)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    axes[0].imshow(image)
+    axes[1].imshow(blend)
+    for ax in axes:
+        ax.axis("off")
+    found = [int(k) for k in np.unique(labels) if 0 < k <= len(names)]
+    handles = [Patch(color=voc_palette()[k] / 255.0, label=names[k - 1]) for k in found]
+    if handles:
+        axes[1].legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+class WritePhotoLabelsd(MapTransform):
+    """Resize ``pred`` (1, S, S) back to the photo's size and write ``<output_dir>/<stem>.png`` (atomic)."""
+
+    def __init__(self, keys: str = "pred", output_dir: str | Path = "./medwss_seg") -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medwss.data.natural.dataset import resize_labels
+        from medwss.data.natural.voc import write_label_png
+
+        d = dict(data)
+        source = Path(str(d["image_file"]))
+        size = tuple(int(s) for s in torch.as_tensor(d["original_size"]).reshape(-1).tolist())
+        for key in self.key_iterator(d):
+            labels = resize_labels(torch.as_tensor(d[key]).reshape(d[key].shape[-2:]), size)
+            d[key] = labels
+            d[f"{key}_file"] = str(write_label_png(labels, self.output_dir / f"{source.stem}.png"))
+        return d
+
+
+class PhotoSegmenter:
+    """A photo bundle's inference objects, built once.
+
+    Args:
+        bundle: bundle folder (``configs/inference.yaml``, ``models/``).
+        method: ``rlsp``, ``single-agent`` or ``cam``.
+        overrides: config ids to set (MONAI ``#`` syntax).
+
+    Raises:
+        MedwssError: not a bundle, an untrained bundle, a bad method.
+    """
+
+    def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
+        from monai.bundle import ConfigParser
+
+        from medwss.bundle.config import bundle_dir_of, parsed
+        from medwss.data.natural.classes import class_names
+        from medwss.inference.photo import METHODS
+
+        if method not in METHODS:
+            raise MedwssError("--method", f"unknown method {method!r} (use {', '.join(METHODS)})")
+        root = bundle_dir_of(bundle)
+        config = root / "configs" / "inference.yaml"
+        if not config.is_file():
+            raise MedwssError(config, "bundle has no inference config")
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser["bundle_root"] = str(root)
+        parser["method"] = method
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        self.root, self.method = root, method
+        self.names = class_names(str(parser["class_set"]))
+        self.preprocessing = parsed(parser, "preprocessing")
+        self.inferer = parsed(parser, "inferer")
+        self.network = None
+        if method == "rlsp":
+            from medwss.inference.loading import load_weights
+
+            self.network = load_weights(parsed(parser, "network_def"), root / "models" / "model.pt")
+
+    def label_map(self, photo: Path) -> np.ndarray:
+        """(H, W) uint8 label map of one photo at its own size."""
+        from medwss.data.natural.dataset import ORIGINAL_SIZE, resize_labels
+        from medwss.data.transforms import unwrap_errors
+
+        with unwrap_errors():
+            processed = self.preprocessing({"image": str(photo)})
+        image = torch.as_tensor(processed["image"]).float().unsqueeze(0)
+        pred = self.inferer(image, self.network)[0, 0]
+        return resize_labels(pred, processed[ORIGINAL_SIZE])
+
+    def segment(self, photo: Path, out: Path, overlay: Path | None = None) -> Path:
+        """Segment one photo; write its label-map PNG (and an overlay PNG) atomically.
+
+        Raises:
+            MedwssError: an unreadable photo.
+        """
+        from medwss.data.natural.dataset import read_photo
+        from medwss.data.natural.voc import write_label_png
+
+        labels = self.label_map(photo)
+        written = write_label_png(labels, out)
+        if overlay is not None:
+            found = [self.names[k - 1] for k in np.unique(labels) if 0 < k <= len(self.names)]
+            shown = ", ".join(found[:5]) + (f" +{len(found) - 5} more" if len(found) > 5 else "")
+            title = f"{photo.name}: {self.method} ({shown or 'nothing found'})"
+            draw_photo_overlay(read_photo(photo), labels, overlay, self.names, title)
+        return written
+
+
+def segment_photos(
+    photos: Sequence[str | Path],
+    out: str | Path | None,
+    bundle: str | Path,
+    method: str = "rlsp",
+    overlay: bool = True,
+    task: Any = None,
+) -> list[Path]:
+    """Segment photos with a photo bundle; returns the label maps written (overlays beside them)."""
+    from medwss.runtime.progress import ProgressTask
+
+    task = task or ProgressTask()
+    paths = find_photos(photos)
+    outs = photo_output_paths(paths, Path(out) if out else None, method)
+    segmenter = PhotoSegmenter(bundle, method)
+    task.set_total(len(paths))
+    written = []
+    for photo, target in zip(paths, outs, strict=True):
+        task.describe(f"segmenting {photo.name}")
+        written.append(segmenter.segment(photo, target, overlay_path(target) if overlay else None))
+        task.advance(1)
+    return written

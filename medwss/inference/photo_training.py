@@ -1,0 +1,241 @@
+"""Training stages of a photo bundle (``bundles/coco``, ``bundles/voc``): multi-label detector, then self-play.
+
+Same stages, checkpoints and exported notes as the scan bundles (``medwss.bundle.stages``), over photos instead of
+slices: the detector learns K presence classes from image-level labels (BCE per class, ``DetectorTrainer``); the
+self-play stage plays one game per (training image, labelled class) on that class's cached patch scores, with
+the class cue of ``medwss.inference.photo`` in the observation. Images are split once, seeded, into train /
+validation (best epoch, validation Dice) / held-out (never trained on: the benchmark's test images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
+from medwss.bundle.stages import git_commit, run_dir_for, write_json_atomic
+from medwss.errors import MedwssError
+from medwss.runtime.progress import ProgressTask
+
+logger = logging.getLogger(__name__)
+
+PHOTO_DATA_TYPES = ("jpeg", "jpg", "png", "image")
+"""``metadata.json`` ``data_type`` values that mark a photo bundle."""
+
+
+def is_photo_bundle(bundle: str | Path) -> bool:
+    """Whether a bundle segments photos (its ``metadata.json`` ``data_type`` is an image format, not ``nifti``)."""
+    meta = Path(bundle) / "configs" / "metadata.json"
+    if not meta.is_file():
+        return False
+    try:
+        return str(json.loads(meta.read_text()).get("data_type", "")).lower() in PHOTO_DATA_TYPES
+    except json.JSONDecodeError:
+        return False
+
+
+def photo_splits(ids: list[str], holdout_fraction: float, val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Seeded image-level split: ``holdout`` first (test images), then ``val`` out of the rest, the rest ``train``."""
+    from medwss.data.splits import patient_split
+
+    rest, holdout = patient_split(ids, holdout_fraction, seed) if holdout_fraction > 0 else (sorted(ids), [])
+    train, val = patient_split(rest, val_fraction, seed + 1) if val_fraction > 0 else (rest, [])
+    return {"train": train, "val": val, "holdout": holdout}
+
+
+def stage_photos(parser, with_mask: bool = False):
+    """The bundle's photos in memory with the split: (``PhotoSet``, splits, class names)."""
+    from medwss.data.natural.classes import class_names
+    from medwss.data.natural.dataset import load_photo_set
+
+    data = parsed(parser, "data")
+    names = class_names(str(data.get("class_set", "coco")))
+    photos = load_photo_set(
+        parsed(parser, "data#datalist"), len(names), int(data.get("working_size", 128)), with_mask,
+        str(data.get("class_set", "coco")),
+    )  # fmt: skip
+    seed = int(parser["seed"])
+    splits = photo_splits(photos.ids, float(data.get("holdout_fraction", 0.0)), float(data["val_fraction"]), seed)
+    return photos, splits, names
+
+
+def _rows(photos, ids: list[str]) -> torch.Tensor:
+    wanted = set(ids)
+    return torch.tensor([i in wanted for i in photos.ids], dtype=torch.bool)
+
+
+def train_photo_stage(
+    bundle: str | Path,
+    stage: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    restart: bool = False,
+    task: ProgressTask | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run one training stage (``detector`` or ``selfplay``) of a photo bundle; returns the exported note.
+
+    Raises:
+        MedwssError: bad bundle, config or data.
+    """
+    root = bundle_dir_of(bundle)
+    names = [s for s in stages_of(root) if s != stage] + [stage]
+    parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
+    stage_dir = run_dir_for(root, parser, run_dir, stage)
+    task = task or ProgressTask()
+    if stage == "detector":
+        return train_photo_detector(root, parser, stage_dir, restart=restart, task=task, command=command)
+    if stage == "selfplay":
+        return train_photo_selfplay(root, parser, stage_dir, restart=restart, task=task, command=command)
+    raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: detector, selfplay)")
+
+
+def train_photo_detector(
+    root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
+) -> dict[str, Any]:
+    """Fit the multi-label presence detector on image-level labels; export ``models/detector.pt``."""
+    from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
+    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+    from medwss.runtime.metric_log import MetricLog
+    from medwss.runtime.seeding import seed_everything
+
+    # ---------------------------------------------------------------- setup (plumbing)
+    torch.set_num_threads(int(parser["detector"].get("num_threads", torch.get_num_threads())))
+    seed = int(parser["seed"])
+    seed_everything(seed)
+    started = time.perf_counter()
+    task.describe("detector: reading photos")
+    photos, splits, names = stage_photos(parser)
+    used = ~_rows(photos, splits["holdout"])
+    ids = [i for i, keep in zip(photos.ids, used.tolist(), strict=True) if keep]
+    settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
+    model = parsed(parser, "detector#network_def")
+    trainer = DetectorTrainer(model, photos.images[used], photos.presence[used], None, ids, splits["val"], settings)
+    log = MetricLog(stage_dir / "metrics.jsonl")
+    checkpoint = resume_point(stage_dir, restart)
+    if checkpoint is not None:
+        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
+        log.truncate(trainer.epoch)
+    else:
+        log.reset()
+    every = int(parser["detector"].get("checkpoint_every", 1))
+    task.set_total(settings.epochs)
+    task.advance(trainer.epoch)
+    task.describe("detector: training")
+
+    # ---------------------------------------------------------------- training loop
+    while trainer.epoch < settings.epochs:
+        metrics = trainer.step()
+        log.log(trainer.epoch, **metrics)
+        task.advance(1)
+        if trainer.epoch % every == 0 or trainer.epoch == settings.epochs:
+            name = FINAL if trainer.epoch == settings.epochs else LATEST
+            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
+
+    # ---------------------------------------------------------------- export (plumbing)
+    model.load_state_dict(trainer.best_model_state)
+    save_checkpoint(model.state_dict(), root / "models" / "detector.pt")
+    counts = photos.presence[_rows(photos, splits["train"])].sum(0)
+    note = {
+        "stage": "detector",
+        "command": command,
+        "seed": seed,
+        "medwss_commit": git_commit(),
+        "data": {"classes": list(names), **{k: len(v) for k, v in splits.items()}, "holdout_ids": splits["holdout"],
+                 "train_images_per_class": {n: int(c) for n, c in zip(names, counts.tolist(), strict=True) if c}},
+        "settings": asdict(settings),
+        "metrics": {
+            "best_epoch": trainer.best_epoch,
+            "val_image_auc": trainer.best_auc if math.isfinite(trainer.best_auc) else None,
+            "seconds_this_run": round(time.perf_counter() - started, 1),
+        },
+    }  # fmt: skip
+    write_json_atomic(note, root / "models" / "detector.json")
+    return note
+
+
+def load_photo_detector(parser, root: Path):
+    """The bundle's trained detector in eval mode.
+
+    Raises:
+        MedwssError: the detector stage has not run.
+    """
+    weights = root / "models" / "detector.pt"
+    if not weights.is_file():
+        raise MedwssError(weights, "no trained detector: run `medwss train BUNDLE --stage detector` first")
+    model = parsed(parser, "detector#network_def")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def class_masks(masks: list, games, size: int) -> torch.Tensor:
+    """(P, S, S) bool reference mask of each game's class, from the photos' label maps resized to S."""
+    from medwss.data.natural.dataset import resize_labels
+
+    small = torch.stack([torch.from_numpy(resize_labels(m, (size, size)).astype("int64")) for m in masks])
+    return small[games.image_index] == (games.class_index + 1)[:, None, None]
+
+
+def train_photo_selfplay(
+    root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
+) -> dict[str, Any]:
+    """Train the RLSP agent on (image, labelled class) games; export ``models/model.pt`` + ``models/policy.json``."""
+    from medwss.bundle.selfplay_stage import game_rules
+    from medwss.detector.features import DetectorEncoder
+    from medwss.inference.photo import class_games, class_scores
+    from medwss.runtime.checkpoint import save_checkpoint
+    from medwss.runtime.metric_log import MetricLog
+    from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
+
+    started = time.perf_counter()
+    torch.set_num_threads(int(parser["selfplay"].get("num_threads", 1)))
+    seed = int(parser["seed"])
+    rules = game_rules(parser)
+    settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
+    if settings.observation != "features":
+        raise MedwssError("selfplay#training#observation", "photo bundles need 'features' (it carries the class cue)")
+    task.describe("self-play: scoring photos")
+    detector = load_photo_detector(parser, root)
+    photos, splits, _ = stage_photos(parser, with_mask=True)
+    _, patch_probs = class_scores(detector, photos.images, rules.grid_size)
+    trunk = DetectorEncoder(detector, rules.grid_size)(photos.images)
+    parts = {}
+    for name in ("train", "val"):
+        present = photos.presence.bool() & _rows(photos, splits[name] or splits["train"])[:, None]
+        parts[name] = class_games(present, patch_probs, trunk)
+    train, val = parts["train"], parts["val"]
+    play = SelfPlayData(
+        images=photos.images[train.image_index], scores=train.scores, region=None,
+        val_images=photos.images[val.image_index], val_scores=val.scores, val_region=None,
+        val_masks=class_masks(photos.masks, val, photos.images.shape[-1]),
+        features=train.features, val_features=val.features,
+    )  # fmt: skip
+    policy = train_selfplay(play, rules, settings, stage_dir, restart=restart, task=task)
+    save_checkpoint(policy.state_dict(), root / "models" / "model.pt")
+    records = MetricLog(stage_dir / "metrics.jsonl").records()
+    last_dice = next((r["val/dice"] for r in reversed(records) if r.get("val/dice") is not None), None)
+    note = {
+        "stage": "selfplay",
+        "command": command,
+        "seed": seed,
+        "medwss_commit": git_commit(),
+        "policy": policy.config,
+        "rules": asdict(rules),
+        "settings": asdict(settings),
+        "data": {"train_games": len(train.scores), "val_games": len(val.scores)},
+        "metrics": {
+            "val_dice_last": last_dice,
+            "iterations": settings.num_iterations,
+            "seconds_this_run": round(time.perf_counter() - started, 1),
+        },
+    }
+    write_json_atomic(note, root / "models" / "policy.json")
+    return note
