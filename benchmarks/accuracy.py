@@ -4,7 +4,7 @@ Same folds as ``benchmarks/detector.py`` (prostate: leave one patient out, the n
 three contiguous slabs of the one patient with tumours, patient 07 always in training). Every fold trains, from
 slice labels only and with the bundle's own settings (``bundles/<task>/configs``):
 
-* the presence detector (best epoch by validation slice AUC), then the RLSP agent by prioritised fictitious
+* the presence detector (last epoch kept, as the bundles do), then the RLSP agent by prioritised fictitious
   self-play on the training slices' cached scores;
 
 and reports 3D Dice (128 x 128 working grid, per test patient / slab) of:
@@ -67,13 +67,16 @@ LABELS = {"rlsp": "RLSP (agent a alone)", "rlsp_refined": "RLSP + refinement UNe
 
 
 def bundle_settings(task: str, iterations: int | None) -> tuple:
-    """The bundle's detector loss, game rules and self-play settings (seed fixed to SEED)."""
+    """The bundle's detector mode (``benchmarks/detector.py`` MODES), game rules and self-play settings (seed SEED)."""
     bundle = BUNDLES[task]
     parser = load_config(bundle, [stage_config_file(bundle, "detector"), stage_config_file(bundle, "selfplay")])
     training = dict(parser["selfplay"]["training"]) | {"seed": SEED}
     if iterations is not None:
         training["num_iterations"] = iterations
-    return str(parser["detector"]["training"]["loss"]), game_rules(parser), SelfPlaySettings(**training)
+    wanted = {"loss": str(parser["detector"]["training"]["loss"]),
+              "coord_channels": bool(parser["detector"]["network_def"]["coord_channels"])}
+    mode = next(name for name, m in detector_bench.MODES.items() if m == wanted)
+    return mode, game_rules(parser), SelfPlaySettings(**training)
 
 
 def agent_masks(detector, data: SliceTensors, rules, settings, train, val, run_dir: Path) -> tuple[dict, dict]:
@@ -100,14 +103,16 @@ def agent_masks(detector, data: SliceTensors, rules, settings, train, val, run_d
 
 def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace, work: Path) -> dict:
     """Train detector + agent (+ refiners) on one fold and measure every method on its test slices."""
-    loss, rules, settings = bundle_settings(task, args.iterations)
+    mode, rules, settings = bundle_settings(task, args.iterations)
     test_sel, train_sel, val_sel = (torch.from_numpy(fold[k]) for k in ("test", "train", "val"))
     test = data.select(test_sel)
     truth = test.masks[:, 0]
     dice = lambda pred: detector_bench.mean_dice(pred, truth, test.cases)  # noqa: E731
     timing = {}
     start = time.perf_counter()
-    detector, _, info, _ = detector_bench.train(data, fold, loss, args)
+    # The bundles keep the last epoch (val_fraction 0): so does the benchmark. The validation patient still picks
+    # the Grad-CAM++ thresholds and is watched (never trained on) by self-play.
+    _, detector, info, _ = detector_bench.train(data, fold, mode, args)
     timing["detector_seconds"] = time.perf_counter() - start
     cam = detector_bench.evaluate_fold(detector, data.select(val_sel), test, task)
     out = {"cam": cam["cam_detected"]["dice"], "region_on_detected": cam["region_on_detected"]["dice"],
@@ -115,7 +120,7 @@ def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace
            "oracle": dice(torch.as_tensor(oracle_patch_mask(truth, rules.grid_size, 0.5)))}
     if "cam_told" in cam:
         out["cam_told"] = cam["cam_told"]["dice"]
-    extra = {"detector": {k: info[k] for k in ("best_epoch", "best_val_slice_auc")},
+    extra = {"detector": {"mode": mode, "epochs": args.epochs},
              "slice_auc": cam["slice_auc"], "patch_auc_inside_g16": cam["patch_auc_inside"][16]}
 
     masks, agent_info = agent_masks(detector, data, rules, settings, train_sel, val_sel, work / "selfplay")
@@ -162,7 +167,8 @@ def markdown(result: dict) -> str:
              f"Commit {meta['git_commit']}{' (uncommitted changes)' if meta['git_dirty'] else ''}; torch "
              f"{meta['torch']}, {meta['cpu_count']} CPU cores shared with other jobs (load average before/after "
              f"{meta['load'][0]:.1f}/{meta['load'][1]:.1f}), torch threads {meta['threads']}; total "
-             f"{meta['total_seconds'] / 60:.1f} min. Seed {SEED} everywhere. Detector {meta['epochs']} epochs; "
+             f"{meta['total_seconds'] / 60:.1f} min. Seed {SEED} everywhere. Detector {meta['epochs']} epochs, last "
+             "epoch kept (as the bundles); "
              f"self-play {meta['iterations']} iterations (bundle settings otherwise); refinement / supervised UNet "
              f"{meta['refine_epochs']} epochs (MONAI UNet 8-16-32-64).", "",
              "3D Dice on the 128 x 128 working grid, per held-out patient (prostate) or held-out slab of "
