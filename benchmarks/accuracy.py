@@ -244,7 +244,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="detector width (as the bundles)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=None, help="self-play iterations (default: the bundle's)")
-    parser.add_argument("--refine-epochs", type=int, default=30)
+    parser.add_argument("--refine-epochs", type=int, default=100,
+                        help="UNet epochs (20 is too few: supervised Dice 0.00 vs 0.30 at 100 on prostate 001)")
     parser.add_argument("--ablations", action="store_true", help="opponent sampling and grid-size ablations")
     parser.add_argument("--ablation-grids", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--max-folds", type=int, default=None, help="only the first N folds per task")

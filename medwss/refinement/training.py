@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 class RefinementSettings:
     """UNet training hyper-parameters (small defaults: the CPU trains it in about a minute)."""
 
-    epochs: int = 40
-    """Passes over the training slices."""
+    epochs: int = 100
+    """Passes over the training slices (measured on prostate: 20 epochs still predict nothing, 100 reach Dice 0.30
+    supervised on a held-out patient and the loss is still falling)."""
     batch_size: int = 16
     """Slices per optimizer step."""
     learning_rate: float = 3e-3
