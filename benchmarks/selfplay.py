@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from detector import git_state, write  # shared report plumbing of benchmarks/detector.py
 from game_speed import engine_whole_games, pettingzoo_games
 
 from medwss.agents.encoders import RandomConvEncoder
@@ -447,20 +448,6 @@ def synthetic_markdown(syn: dict) -> list[str]:
 
 
 # ================================================================================================ main
-def git_state() -> tuple[str, bool]:
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
-
-    return git("rev-parse", "HEAD") or "unknown", bool(git("status", "--porcelain", "--", "medwss", "benchmarks"))
-
-
-def write(path: Path, text: str) -> None:
-    """Temp file then rename, so a killed run never leaves half a result."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="relative to the repo root")

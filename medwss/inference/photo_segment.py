@@ -88,7 +88,7 @@ def draw_photo_overlay(
     from matplotlib.patches import Patch
 
     from medwss.data.natural.classes import voc_palette
-    from medwss.runtime.atomic import atomic_output
+    from medwss.viz.figures import save_figure
 
     image = np.clip(np.asarray(rgb, dtype=np.float32).transpose(1, 2, 0), 0, 1)
     colours = voc_palette()[np.asarray(labels, dtype=np.uint8)] / 255.0
@@ -105,12 +105,7 @@ def draw_photo_overlay(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_output(out) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=100)
 
 
 class WritePhotoLabelsd(MapTransform):

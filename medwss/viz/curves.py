@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medwss.runtime.atomic import atomic_output
+from medwss.viz.figures import save_figure
 
 
 def plot_progress(records: list[dict[str, Any]], out: str | Path, title: str = "") -> Path | None:
@@ -41,9 +41,4 @@ def plot_progress(records: list[dict[str, Any]], out: str | Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with atomic_output(out) as tmp:
-            fig.savefig(tmp, dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=90)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medwss.runtime.atomic import atomic_output
+from medwss.viz.figures import save_figure
 
 
 def pick_slices(mask: np.ndarray, count: int) -> list[int]:
@@ -56,9 +56,4 @@ def draw_overlay(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_output(out) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=100)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medwss.game.record import AGENT_NAMES, GameRecord, Phase
-from medwss.runtime.atomic import atomic_output
+from medwss.viz.figures import save_figure
 
 COLOURS: tuple[str, str] = ("tab:red", "tab:blue")
 """Agent a, agent b."""
@@ -100,9 +100,4 @@ def draw_replay(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
-    try:
-        with atomic_output(out_png) as tmp:
-            fig.savefig(tmp, dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png, dpi=90)
