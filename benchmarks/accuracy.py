@@ -13,7 +13,9 @@ and reports 3D Dice (128 x 128 working grid, per test patient / slab) of:
 * **RLSP + refinement**: a MONAI UNet trained on RLSP's masks of the training + validation slices
   (``medwss.refinement``);
 * **Grad-CAM++** of the same detector (thresholds chosen on the validation patient), and **single agent** (takes
-  patches while the detector scores >= 0.8, the paper's baseline);
+  patches while the detector scores >= 0.8, the paper's baseline) and the same **score rule at the calibrated ROI
+  threshold** the agent was trained against (what a perfect score-follower would do: RLSP must beat it to have
+  learned anything beyond the detector);
 * trivial masks: the whole region on the slices the detector calls positive, and on every slice;
 * references that read masks: the **fully-supervised UNet** (same network, trained on the reference masks of the
   same training + validation slices: the upper bound) and the **oracle patch mask** at the game's grid;
@@ -47,7 +49,7 @@ import detector as detector_bench  # noqa: E402  (benchmarks/detector.py: data, 
 from medwss.agents.threshold import threshold_segment  # noqa: E402
 from medwss.bundle.config import load_config, stage_config_file  # noqa: E402
 from medwss.bundle.data import SliceTensors  # noqa: E402
-from medwss.bundle.selfplay_stage import game_rules, slice_inputs  # noqa: E402
+from medwss.bundle.selfplay_stage import calibrated_roi_threshold, game_rules, slice_inputs  # noqa: E402
 from medwss.detector.features import DetectorEncoder  # noqa: E402
 from medwss.metrics.patches import oracle_patch_mask, patches_to_pixels  # noqa: E402
 from medwss.refinement.training import RefinementSettings, refine, train_refiner  # noqa: E402
@@ -58,16 +60,18 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BUNDLES = {"prostate": REPO / "bundles" / "prostate", "liver": REPO / "bundles" / "liver_tumour"}
 SEED = 0
-METHODS = ("rlsp", "rlsp_refined", "cam", "single_agent", "region_on_detected", "region_all_slices",
-           "supervised_unet", "oracle")
+METHODS = ("rlsp", "rlsp_refined", "cam", "single_agent", "threshold_rule", "region_on_detected",
+           "region_all_slices", "supervised_unet", "oracle")
 LABELS = {"rlsp": "RLSP (agent a alone)", "rlsp_refined": "RLSP + refinement UNet", "cam": "Grad-CAM++",
-          "single_agent": "single agent (score >= 0.8)", "region_on_detected": "whole region on detected slices",
+          "single_agent": "single agent (score >= 0.8)",
+          "threshold_rule": "score rule at the calibrated threshold",
+          "region_on_detected": "whole region on detected slices",
           "region_all_slices": "whole region on every slice", "supervised_unet": "fully-supervised UNet (masks)",
           "oracle": "oracle patch mask"}
 
 
 def bundle_settings(task: str, iterations: int | None) -> tuple:
-    """The bundle's detector mode (``benchmarks/detector.py`` MODES), game rules and self-play settings (seed SEED)."""
+    """The bundle's detector mode (``benchmarks/detector.py`` MODES), config and self-play settings (seed SEED)."""
     bundle = BUNDLES[task]
     parser = load_config(bundle, [stage_config_file(bundle, "detector"), stage_config_file(bundle, "selfplay")])
     training = dict(parser["selfplay"]["training"]) | {"seed": SEED}
@@ -76,13 +80,16 @@ def bundle_settings(task: str, iterations: int | None) -> tuple:
     wanted = {"loss": str(parser["detector"]["training"]["loss"]),
               "coord_channels": bool(parser["detector"]["network_def"]["coord_channels"])}
     mode = next(name for name, m in detector_bench.MODES.items() if m == wanted)
-    return mode, game_rules(parser), SelfPlaySettings(**training)
+    return mode, parser, SelfPlaySettings(**training)
 
 
-def agent_masks(detector, data: SliceTensors, rules, settings, train, val, run_dir: Path) -> tuple[dict, dict]:
-    """Train the agent on ``train`` slices (validating on ``val``); returns its pixel masks on every slice + info."""
-    g = rules.grid_size
+def agent_masks(detector, data: SliceTensors, parser, grid: int, settings, train, val, run_dir: Path) -> tuple:
+    """Train the agent on ``train`` slices (validating on ``val``) with the bundle's rules at ``grid``, the ROI
+    threshold calibrated on the training slices as the stage does; returns pixel masks on every slice + info."""
+    g = grid
     scores, region = slice_inputs(detector, data.images, data.prior, g)
+    threshold, _ = calibrated_roi_threshold(parser, scores[train], data.presence[train, 0], region[train])
+    rules = dataclasses.replace(game_rules(parser, roi_threshold=threshold), grid_size=g)
     encoder = DetectorEncoder(detector, g)
     with torch.no_grad():
         features = encoder(data.images)
@@ -96,14 +103,18 @@ def agent_masks(detector, data: SliceTensors, rules, settings, train, val, run_d
     pixels = torch.as_tensor(patches_to_pixels(patches, tuple(data.images.shape[-2:]))).bool() & data.prior
     single = threshold_segment(scores, region, 0.8, rules)
     single_px = torch.as_tensor(patches_to_pixels(single, tuple(data.images.shape[-2:]))).bool() & data.prior
-    return {"rlsp": pixels, "single_agent": single_px}, {"selfplay_seconds": seconds,
-                                                          "patches_per_slice": float(patches.flatten(1).sum(1).float()
-                                                                                     .mean())}
+    rule = threshold_segment(scores, region, threshold, rules)
+    rule_px = torch.as_tensor(patches_to_pixels(rule, tuple(data.images.shape[-2:]))).bool() & data.prior
+    per_slice = patches.flatten(1).sum(1).float()
+    return {"rlsp": pixels, "single_agent": single_px, "threshold_rule": rule_px}, {
+        "selfplay_seconds": seconds, "roi_threshold": threshold, "patches_per_slice": float(per_slice.mean()),
+        "rule_patches_per_slice": float(rule.flatten(1).sum(1).float().mean())}
 
 
 def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace, work: Path) -> dict:
     """Train detector + agent (+ refiners) on one fold and measure every method on its test slices."""
-    mode, rules, settings = bundle_settings(task, args.iterations)
+    mode, parser, settings = bundle_settings(task, args.iterations)
+    grid = int(parser["grid_size"])
     test_sel, train_sel, val_sel = (torch.from_numpy(fold[k]) for k in ("test", "train", "val"))
     test = data.select(test_sel)
     truth = test.masks[:, 0]
@@ -117,20 +128,22 @@ def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace
     cam = detector_bench.evaluate_fold(detector, data.select(val_sel), test, task)
     out = {"cam": cam["cam_detected"]["dice"], "region_on_detected": cam["region_on_detected"]["dice"],
            "region_all_slices": dice(test.prior),
-           "oracle": dice(torch.as_tensor(oracle_patch_mask(truth, rules.grid_size, 0.5)))}
+           "oracle": dice(torch.as_tensor(oracle_patch_mask(truth, grid, 0.5)))}
     if "cam_told" in cam:
         out["cam_told"] = cam["cam_told"]["dice"]
     extra = {"detector": {"mode": mode, "epochs": args.epochs},
              "slice_auc": cam["slice_auc"], "patch_auc_inside_g16": cam["patch_auc_inside"][16]}
 
-    masks, agent_info = agent_masks(detector, data, rules, settings, train_sel, val_sel, work / "selfplay")
+    masks, agent_info = agent_masks(detector, data, parser, grid, settings, train_sel, val_sel, work / "selfplay")
     timing["selfplay_seconds"] = agent_info.pop("selfplay_seconds")
     extra |= agent_info
-    out["rlsp"], out["single_agent"] = dice(masks["rlsp"][test_sel]), dice(masks["single_agent"][test_sel])
+    for name in ("rlsp", "single_agent", "threshold_rule"):
+        out[name] = dice(masks[name][test_sel])
 
     fit = train_sel | val_sel  # refiners learn from every non-test slice, as the bundle would
-    refine_settings = RefinementSettings(epochs=args.refine_epochs, seed=SEED)
-    for name, targets in (("rlsp_refined", masks["rlsp"][fit]), ("supervised_unet", data.masks[fit, 0])):
+    refine_settings = RefinementSettings(epochs=max(args.refine_epochs, 1), seed=SEED)
+    refiners = (("rlsp_refined", masks["rlsp"][fit]), ("supervised_unet", data.masks[fit, 0]))
+    for name, targets in refiners if args.refine_epochs > 0 else ():
         start = time.perf_counter()
         net = train_refiner(data.images[fit], targets, refine_settings)
         timing[f"{name}_seconds"] = time.perf_counter() - start
@@ -140,13 +153,13 @@ def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace
         out["ablations"] = {}
         for sampling in ("uniform", "vanilla"):
             variant = dataclasses.replace(settings, opponent_sampling=sampling)
-            m, _ = agent_masks(detector, data, rules, variant, train_sel, val_sel, work / f"selfplay-{sampling}")
+            m, _ = agent_masks(detector, data, parser, grid, variant, train_sel, val_sel,
+                               work / f"selfplay-{sampling}")
             out["ablations"][f"sampling={sampling}"] = dice(m["rlsp"][test_sel])
-        for grid in args.ablation_grids:
-            variant_rules = dataclasses.replace(rules, grid_size=grid)
-            m, _ = agent_masks(detector, data, variant_rules, settings, train_sel, val_sel, work / f"selfplay-g{grid}")
-            out["ablations"][f"grid={grid}"] = dice(m["rlsp"][test_sel])
-            out["ablations"][f"oracle grid={grid}"] = dice(torch.as_tensor(oracle_patch_mask(truth, grid, 0.5)))
+        for g in args.ablation_grids:
+            m, _ = agent_masks(detector, data, parser, g, settings, train_sel, val_sel, work / f"selfplay-g{g}")
+            out["ablations"][f"grid={g}"] = dice(m["rlsp"][test_sel])
+            out["ablations"][f"oracle grid={g}"] = dice(torch.as_tensor(oracle_patch_mask(truth, g, 0.5)))
     return {"name": fold["name"], "test": fold["test_patient"], "validation": fold["val_patient"],
             "train": fold["train_patients"], "test_slices": len(test), "test_positive": int(test.presence.sum()),
             "dice": out, "timing": timing, **extra}
@@ -179,7 +192,7 @@ def markdown(result: dict) -> str:
              *([f"**The refinement and supervised UNet rows of this run are undertrained** ({meta['refine_epochs']} "
                 "epochs predict almost nothing; a 100-epoch check on prostate 001 gave the supervised UNet 0.30): "
                 "read them as not measured. Re-run with the default `--refine-epochs 100`.", ""]
-               if meta["refine_epochs"] < 100 else []),
+               if 0 < meta["refine_epochs"] < 100 else []),
              "## Mean 3D Dice", "", "| method | " + " | ".join(result["tasks"]) + " |",
              "|---|" + "---:|" * len(result["tasks"])]
     for key in (*METHODS, "cam_told"):
@@ -249,7 +262,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=None, help="self-play iterations (default: the bundle's)")
     parser.add_argument("--refine-epochs", type=int, default=100,
-                        help="UNet epochs (20 is too few: supervised Dice 0.00 vs 0.30 at 100 on prostate 001)")
+                        help="UNet epochs (20 is too few: supervised Dice 0.00 vs 0.30 at 100 on prostate 001); "
+                             "0 skips the refinement and supervised rows (quick runs)")
     parser.add_argument("--ablations", action="store_true", help="opponent sampling and grid-size ablations")
     parser.add_argument("--ablation-grids", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--max-folds", type=int, default=None, help="only the first N folds per task")

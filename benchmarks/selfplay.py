@@ -107,7 +107,7 @@ def bundle_settings(parser, **changes) -> SelfPlaySettings:
 def ppo_speed(bundle: Path, threads: list[int], repeats: int, games: int | None = None) -> list[dict]:
     """PPO updates/s of the bundle's policy; warm-up games (no TERMINATE, fixed length) fill every minibatch."""
     parser = bundle_parser(bundle)
-    rules = game_rules(parser)
+    rules = game_rules(parser, roi_threshold=0.5)  # speed only: the threshold changes no work per step
     settings = bundle_settings(parser)
     g, b = rules.grid_size, games or settings.games_per_iteration
     channels = int(parsed(parser, "data").get("context", 0)) * 2 + 1
@@ -218,7 +218,8 @@ def parser_threads(bundle: Path) -> int:
 def bundle_dice(copy: Path, run_dir: Path, data_dir: Path) -> dict:
     """Mask Dice on the stage's validation slices (its patient split; all slices when it holds none out)."""
     parser = bundle_parser(copy, {"dataset_dir": str(data_dir)})
-    rules, g = game_rules(parser), int(parser["grid_size"])
+    trained = json.loads((copy / "models" / "policy.json").read_text())["rules"]  # the threshold it trained with
+    rules, g = game_rules(parser, roi_threshold=trained["roi_threshold"]), int(parser["grid_size"])
     detector = load_detector(parser, copy)
     slices, _ = stage_slices(parser, with_masks=True, cache_dir=run_dir / "mask_cache")
     regions = training_regions(slices, str(parsed(parser, "data").get("region", "none")))
@@ -252,7 +253,7 @@ def synthetic(
     """
     train, val, size = sizes
     g = int(parser["grid_size"])
-    rules = game_rules(parser)
+    rules = game_rules(parser, roi_threshold=0.5)  # the synthetic detector is patch coverage: calibrated as it is
     data = synthetic_data(train, val, size, g, seed=0)
     out: dict = {"train_slices": train, "val_slices": val, "size": size, "iterations": iterations, "runs": []}
     out["references"] = {k: v for k, v in compare(data.val_masks.new_zeros(val, g, g), data.val_scores, None,

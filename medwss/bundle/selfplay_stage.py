@@ -34,15 +34,42 @@ def load_detector(parser, root: Path):
     return model.eval()
 
 
-def game_rules(parser):
-    """``GameRules`` from ``selfplay#rules`` with the bundle's ``grid_size``."""
+def game_rules(parser, roi_threshold: float | None = None):
+    """``GameRules`` from ``selfplay#rules`` with the bundle's ``grid_size``.
+
+    Args:
+        roi_threshold: overrides the config's value; needed when it is ``auto`` (see `calibrated_roi_threshold`).
+    """
+    from medwss.detector.calibration import AUTO
     from medwss.game.rules import GameRules
 
     rules = dict(parser["selfplay"].get("rules") or {})
+    if roi_threshold is not None:
+        rules["roi_threshold"] = roi_threshold
+    if rules.get("roi_threshold") == AUTO:
+        raise MedwssError("selfplay#rules#roi_threshold", "'auto' is resolved from the training slices' scores")
     try:
         return GameRules(**{**rules, "grid_size": int(parser["grid_size"])})
     except (TypeError, ValueError) as err:
         raise MedwssError("selfplay#rules", str(err)) from None
+
+
+def calibrated_roi_threshold(parser, scores: torch.Tensor, presence: torch.Tensor, region) -> tuple[float, dict]:
+    """The game's ROI threshold: the config's number, or with ``auto`` the ``selfplay#roi_quantile`` of the
+    training ROI-absent slices' patch scores (``medwss.detector.calibration``). Returns it and a provenance note.
+    """
+    from medwss.detector.calibration import AUTO, background_score_quantile
+
+    value = (parser["selfplay"].get("rules") or {}).get("roi_threshold", 0.5)
+    if value != AUTO:
+        return float(value), {"roi_threshold": "fixed"}
+    quantile = float(parser["selfplay"].get("roi_quantile", 0.8))
+    try:
+        threshold = background_score_quantile(scores, presence, quantile, region)
+    except ValueError as err:
+        raise MedwssError("selfplay#rules#roi_threshold", str(err)) from None
+    absent = int((presence.reshape(-1) == 0).sum())
+    return threshold, {"roi_threshold": AUTO, "roi_quantile": quantile, "absent_slices": absent}
 
 
 def slice_inputs(detector, images: torch.Tensor, region_pixels: torch.Tensor | None, grid: int):
@@ -67,15 +94,15 @@ def train_selfplay_stage(
     # Many tiny tensor ops per game step: one thread avoids oversubscription (measured 2-10x faster on 2 cores).
     torch.set_num_threads(int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
-    rules = game_rules(parser)
+    grid = int(parser["grid_size"])
     settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
     task.describe("self-play: scoring slices")
     detector = load_detector(parser, root)
     data = parsed(parser, "data")
     slices, manifest = stage_slices(parser, with_masks=True, cache_dir=stage_dir.parent / "mask_cache")
     regions = training_regions(slices, str(data.get("region", "none")))
-    scores, region = slice_inputs(detector, slices.images, regions, rules.grid_size)
-    encoder = DetectorEncoder(detector, rules.grid_size)
+    scores, region = slice_inputs(detector, slices.images, regions, grid)
+    encoder = DetectorEncoder(detector, grid)
     features = encoder(slices.images) if settings.observation == "features" else None
 
     # Validation = the detector's held-out patients; masks only measure (val/dice), never steer training.
@@ -88,6 +115,12 @@ def train_selfplay_stage(
 
     def part(x, keep):
         return None if x is None else x[keep]
+
+    # The ROI threshold is calibrated on the training slices only, as everything else the agent learns from.
+    threshold, calibration = calibrated_roi_threshold(
+        parser, scores[is_train], slices.presence[is_train, 0], part(region, is_train)
+    )
+    rules = game_rules(parser, roi_threshold=threshold)
 
     play = SelfPlayData(
         images=slices.images[is_train],
@@ -115,6 +148,7 @@ def train_selfplay_stage(
         "medwss_commit": git_commit(),
         "policy": policy.config,
         "rules": asdict(rules),
+        "roi_calibration": calibration,
         "settings": asdict(settings),
         "data": {
             "classes": manifest.classes,

@@ -46,6 +46,9 @@ def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
     assert (run / "checkpoint_final.pt").is_file() and (run / "progress.png").is_file()
     saved = json.loads((bundle / "models" / "policy.json").read_text())
     assert saved["rules"]["grid_size"] == 4 and saved["settings"]["opponent_sampling"] == "prioritised"
+    # The shipped config asks for the calibrated threshold: resolved from the absent slices' scores and recorded.
+    assert saved["roi_calibration"]["roi_threshold"] == "auto" and saved["roi_calibration"]["absent_slices"] > 0
+    assert 0.0 < saved["rules"]["roi_threshold"] <= 1.0
     policy = build_policy(saved["policy"])
     policy.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     assert note["metrics"]["iterations"] == 4
