@@ -96,3 +96,14 @@ def test_inference_detector_matches_training(name):
     training = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
     for key in ("num_classes", "width", "coord_channels", "pooling"):
         assert inference[key] == training[key], key
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_rules_match_the_shipped_agent(name):
+    """inference.yaml states the game the shipped agent learned: its grid and its (calibrated) ROI threshold."""
+    bundle = REPO / "bundles" / name
+    rules = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())["rules"]
+    trained = json.loads((bundle / "models" / "policy.json").read_text())
+    assert trained["roi_calibration"]["roi_threshold"] == "auto"
+    assert rules["roi_threshold"] == pytest.approx(trained["rules"]["roi_threshold"], abs=5e-5)
+    assert yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["grid_size"] == trained["rules"]["grid_size"]
