@@ -18,9 +18,9 @@ class DetectorEncoder(torch.nn.Module):
 
     def __init__(self, detector: PresenceDetector, grid_size: int) -> None:
         super().__init__()
+        # Frozen by `forward`'s no_grad, not by switching requires_grad off: the detector is shared with Grad-CAM++
+        # (which needs its gradients) and with the caller, whose model must not change by being wrapped.
         self.detector = detector.eval()
-        for p in self.detector.parameters():
-            p.requires_grad_(False)
         self.grid_size = grid_size
 
     @property

@@ -210,12 +210,8 @@ class PhotoInferer(Inferer):
 
 def cam_class_maps(detector: PresenceDetector, images: torch.Tensor, games: ClassGames) -> torch.Tensor:
     """(P, H, W) Grad-CAM++ map of each game's class on its image, in [0, 1]."""
-    import copy
-
     from medwss.detector.cam import cam_maps
 
-    # A detector that served as a frozen DetectorEncoder has requires_grad off, and Grad-CAM++ needs gradients.
-    detector = copy.deepcopy(detector).requires_grad_(True)
     maps = torch.zeros(len(games.class_index), *images.shape[-2:])
     for k in games.class_index.unique().tolist():
         rows = (games.class_index == k).nonzero().squeeze(1)
