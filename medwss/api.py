@@ -143,17 +143,14 @@ def train_bundle(
     """
     from medwss.bundle.config import stages_of
     from medwss.bundle.stages import train_stage
-    from medwss.inference.photo_training import is_photo_bundle, train_photo_stage
     from medwss.runtime.progress import progress_task
 
-    # Photo bundles (bundles/coco, bundles/voc) have the same stages, over images instead of slices.
-    run_stage = train_photo_stage if is_photo_bundle(bundle) else train_stage
     stages = [stage] if stage else stages_of(bundle)
     notes = []
     for name in stages:
         with progress_task(f"{name}", enabled=progress) as task:
             notes.append(
-                run_stage(
+                train_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
                 )
             )

@@ -121,3 +121,36 @@ def parsed(parser, key: str, default: Any = None) -> Any:
                 raise cause from None
             cause = cause.__cause__ or cause.__context__
         raise MedwssError(f"config {key}", f"cannot build: {str(err).splitlines()[0]}") from None
+
+
+def load_inference(
+    bundle: str | Path, method: str, methods: Sequence[str], overrides: dict[str, Any] | None = None
+) -> tuple[Path, Any, Any]:
+    """A bundle's ``configs/inference.yaml`` set up for ``method``: (bundle folder, parser, agent or None).
+
+    The agent (``network_def`` + ``models/model.pt``) is loaded only for ``rlsp``: the baselines need the detector
+    alone. One place for every segmenter (volumes, photos), so they read bundles alike.
+
+    Raises:
+        MedwssError: unknown method, not a bundle, no inference config, untrained bundle.
+    """
+    from monai.bundle import ConfigParser
+
+    if method not in methods:
+        raise MedwssError("--method", f"unknown method {method!r} (use {', '.join(methods)})")
+    root = bundle_dir_of(bundle)
+    config = root / "configs" / "inference.yaml"
+    if not config.is_file():
+        raise MedwssError(config, "bundle has no inference config")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(root)
+    parser["method"] = method
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    network = None
+    if method == "rlsp":
+        from medwss.inference.loading import load_weights
+
+        network = load_weights(parsed(parser, "network_def"), root / "models" / "model.pt")
+    return root, parser, network

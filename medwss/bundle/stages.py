@@ -73,13 +73,20 @@ def train_stage(
     parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
     stage_dir = run_dir_for(root, parser, run_dir, stage)
     task = task or ProgressTask()
-    if stage == "detector":
-        return train_detector_stage(root, parser, stage_dir, restart=restart, task=task, command=command)
-    if stage == "selfplay":
+    from medwss.inference.photo_training import is_photo_bundle
+
+    # Photo bundles (bundles/coco, bundles/voc) have the same stages, over images instead of slices.
+    if is_photo_bundle(root):
+        from medwss.inference.photo_training import train_photo_detector, train_photo_selfplay
+
+        runners = {"detector": train_photo_detector, "selfplay": train_photo_selfplay}
+    else:
         from medwss.bundle.selfplay_stage import train_selfplay_stage
 
-        return train_selfplay_stage(root, parser, stage_dir, restart=restart, task=task, command=command)
-    raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: detector, selfplay)")
+        runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage}
+    if stage not in runners:
+        raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: {', '.join(runners)})")
+    return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
 
 
 def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = None):

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
-from medwss.bundle.stages import git_commit, run_dir_for, write_json_atomic
+from medwss.bundle.config import parsed
+from medwss.bundle.stages import git_commit, write_json_atomic
 from medwss.errors import MedwssError
 from medwss.runtime.progress import ProgressTask
 
@@ -69,33 +69,6 @@ def stage_photos(parser, with_mask: bool = False):
 def _rows(photos, ids: list[str]) -> torch.Tensor:
     wanted = set(ids)
     return torch.tensor([i in wanted for i in photos.ids], dtype=torch.bool)
-
-
-def train_photo_stage(
-    bundle: str | Path,
-    stage: str,
-    *,
-    overrides: dict[str, Any] | None = None,
-    run_dir: str | Path | None = None,
-    restart: bool = False,
-    task: ProgressTask | None = None,
-    command: str = "",
-) -> dict[str, Any]:
-    """Run one training stage (``detector`` or ``selfplay``) of a photo bundle; returns the exported note.
-
-    Raises:
-        MedwssError: bad bundle, config or data.
-    """
-    root = bundle_dir_of(bundle)
-    names = [s for s in stages_of(root) if s != stage] + [stage]
-    parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
-    stage_dir = run_dir_for(root, parser, run_dir, stage)
-    task = task or ProgressTask()
-    if stage == "detector":
-        return train_photo_detector(root, parser, stage_dir, restart=restart, task=task, command=command)
-    if stage == "selfplay":
-        return train_photo_selfplay(root, parser, stage_dir, restart=restart, task=task, command=command)
-    raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: detector, selfplay)")
 
 
 def train_photo_detector(

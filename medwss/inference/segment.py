@@ -112,32 +112,14 @@ class Segmenter:
     """
 
     def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
-        from monai.bundle import ConfigParser
-
-        from medwss.bundle.config import bundle_dir_of, parsed
+        from medwss.bundle.config import load_inference, parsed
         from medwss.inference.inferer import METHODS
 
-        if method not in METHODS:
-            raise MedwssError("--method", f"unknown method {method!r} (use {', '.join(METHODS)})")
-        root = bundle_dir_of(bundle)
-        config = root / "configs" / "inference.yaml"
-        if not config.is_file():
-            raise MedwssError(config, "bundle has no inference config")
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser["bundle_root"] = str(root)
-        parser["method"] = method
-        for key, value in (overrides or {}).items():
-            parser[key] = value
-        self.root, self.method = root, method
+        self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
+        self.method = method
         self.region = str(parser["region"])
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
-        self.network = None
-        if method == "rlsp":
-            from medwss.inference.loading import load_weights
-
-            self.network = load_weights(parsed(parser, "network_def"), root / "models" / "model.pt")
 
     def segment(self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None) -> Path:
         """Segment one scan and write its mask (and an overlay PNG) atomically.
