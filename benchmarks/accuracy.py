@@ -267,6 +267,9 @@ def main() -> None:
     parser.add_argument("--ablations", action="store_true", help="opponent sampling and grid-size ablations")
     parser.add_argument("--ablation-grids", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--max-folds", type=int, default=None, help="only the first N folds per task")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEST",
+                        help="only the folds whose held-out patient is one of these (e.g. 021 case00), to split a run "
+                             "over processes; merge their accuracy.partial.json files and --resume to report")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="keep the folds already in accuracy.partial.json")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -284,6 +287,8 @@ def main() -> None:
         for task in args.tasks:
             data = detector_bench.load_task(task, data_dir, args.size, Path(tmp))
             folds = detector_bench.folds(task, data)[: args.max_folds]
+            if args.only:
+                folds = [f for f in folds if f["name"] in args.only or f["test_patient"] in args.only]
             rows = []
             for fold in folds:
                 key = f"{task}/{fold['name']}"
