@@ -106,4 +106,5 @@ def test_inference_rules_match_the_shipped_agent(name):
     trained = json.loads((bundle / "models" / "policy.json").read_text())
     assert trained["roi_calibration"]["roi_threshold"] == "auto"
     assert rules["roi_threshold"] == pytest.approx(trained["rules"]["roi_threshold"], abs=5e-5)
-    assert yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["grid_size"] == trained["rules"]["grid_size"]
+    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
+    assert common["grid_size"] == trained["rules"]["grid_size"]

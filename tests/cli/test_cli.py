@@ -190,6 +190,28 @@ def test_help_is_fast_and_imports_no_torch():
     assert seconds < 20.0
 
 
+def test_the_command_segments_without_ignite():
+    """The console script hides pytorch-ignite (a slow import MONAI makes eagerly); the bundle still loads and runs."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["medwss"] == "medwss.cli:run"
+    code = (
+        "import sys, torch\n"
+        "from medwss.cli import hide_ignite\n"
+        "hide_ignite()\n"
+        "from medwss.inference.segment import Segmenter\n"
+        "segmenter = Segmenter('bundles/prostate')\n"
+        "mask = segmenter.inferer(torch.rand(1, 1, 128, 128, 2), segmenter.network)\n"
+        "print('SHAPE', tuple(mask.shape), 'IGNITE', any(m.startswith('ignite.') for m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", cwd=REPO, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SHAPE (1, 1, 128, 128, 2) IGNITE False" in done.stdout
+
+
 # Real data (../shared/data): skipped when absent ------------------------------------------------------------------
 realdata = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} not found")
 
