@@ -184,6 +184,9 @@ def markdown(result: dict) -> str:
              "epoch kept (as the bundles); "
              f"self-play {meta['iterations']} iterations (bundle settings otherwise); refinement / supervised UNet "
              f"{meta['refine_epochs']} epochs (MONAI UNet 8-16-32-64).", "",
+             *([f"{meta['resumed_folds']} fold(s) were read from `accuracy.partial.json` (computed by earlier "
+                f"processes; the time above is this process only). {meta.get('note') or ''}", ""]
+               if meta.get("resumed_folds") else []),
              "3D Dice on the 128 x 128 working grid, per held-out patient (prostate) or held-out slab of "
              "ircadb01_01 (liver tumour: the only shared patient with tumours, so this is within-patient "
              "validation, not a new patient). Prostate region = body mask; liver region = the liver mask given "
@@ -273,6 +276,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="keep the folds already in accuracy.partial.json")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. how a split run was made)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -282,6 +286,7 @@ def main() -> None:
     load_before, started = os.getloadavg()[0], time.perf_counter()
     commit, dirty = detector_bench.git_state()
     result: dict = {"tasks": {}}
+    resumed = 0
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medwss-accuracy-") as tmp:
         for task in args.tasks:
@@ -294,6 +299,7 @@ def main() -> None:
                 key = f"{task}/{fold['name']}"
                 if key in done:
                     rows.append(done[key])
+                    resumed += 1
                     continue
                 print(f"{key}: training", flush=True)
                 row = run_fold(task, data, fold, args, Path(tmp) / key.replace("/", "_").replace(" ", "_"))
@@ -307,6 +313,7 @@ def main() -> None:
                       "cpu_count": os.cpu_count(), "threads": args.threads, "epochs": args.epochs,
                       "iterations": args.iterations or "bundle", "refine_epochs": args.refine_epochs,
                       "load": [load_before, os.getloadavg()[0]], "total_seconds": time.perf_counter() - started,
+                      "resumed_folds": resumed, "note": args.note,
                       "ablations": args.ablations}
     detector_bench.write(args.out / "accuracy.json", json.dumps(result, indent=1, default=float) + "\n")
     detector_bench.write(args.out / "accuracy.md", markdown(result))
