@@ -130,16 +130,50 @@ def training_regions(slices, region_rule: str) -> torch.Tensor | None:
     raise MedwssError("data#region", f"unknown region {region_rule!r} (prior, body or none)")
 
 
+def fit_detector(
+    trainer, epochs: int, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, plot_title: str | None = None
+) -> None:
+    """Run a ``DetectorTrainer`` to ``epochs``, resuming from the stage's last checkpoint (volume and photo bundles).
+
+    Writes ``metrics.jsonl``, ``checkpoint_latest.pt`` every ``detector#checkpoint_every`` epochs and
+    ``checkpoint_final.pt`` at the end (plus ``progress.png`` when ``plot_title`` is given).
+    """
+    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+    from medwss.runtime.metric_log import MetricLog
+
+    log = MetricLog(stage_dir / "metrics.jsonl")
+    checkpoint = resume_point(stage_dir, restart)
+    if checkpoint is not None:
+        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
+        log.truncate(trainer.epoch)
+        logger.info("resumed the detector stage from %s at epoch %d", checkpoint, trainer.epoch)
+    else:
+        log.reset()
+    every = int(parser["detector"].get("checkpoint_every", 1))
+    task.set_total(epochs)
+    task.advance(trainer.epoch)
+    task.describe("detector: training")
+    while trainer.epoch < epochs:
+        metrics = trainer.step()
+        log.log(trainer.epoch, **metrics)
+        task.advance(1)
+        if trainer.epoch % every == 0 or trainer.epoch == epochs:
+            name = FINAL if trainer.epoch == epochs else LATEST
+            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
+            if plot_title is not None:
+                from medwss.viz.curves import plot_progress
+
+                plot_progress(log.records(), stage_dir / "progress.png", title=plot_title)
+
+
 def train_detector_stage(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
     """The detector stage: fit the presence detector on slice labels; export ``models/detector.pt``."""
     from medwss.data.splits import patient_split
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
-    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
-    from medwss.runtime.metric_log import MetricLog
+    from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.seeding import seed_everything
-    from medwss.viz.curves import plot_progress
 
     # ---------------------------------------------------------------- setup (plumbing)
     seed = int(parser["seed"])
@@ -157,28 +191,8 @@ def train_detector_stage(
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
     model = parsed(parser, "detector#network_def")
     trainer = DetectorTrainer(model, slices.images, slices.presence, regions, slices.patients, val_patients, settings)
-    log = MetricLog(stage_dir / "metrics.jsonl")
-    checkpoint = resume_point(stage_dir, restart)
-    if checkpoint is not None:
-        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
-        log.truncate(trainer.epoch)
-        logger.info("resumed the detector stage from %s at epoch %d", checkpoint, trainer.epoch)
-    else:
-        log.reset()
-    every = int(parser["detector"].get("checkpoint_every", 1))
-    task.set_total(settings.epochs)
-    task.advance(trainer.epoch)
-    task.describe("detector: training")
-
-    # ---------------------------------------------------------------- training loop
-    while trainer.epoch < settings.epochs:
-        metrics = trainer.step()
-        log.log(trainer.epoch, **metrics)
-        task.advance(1)
-        if trainer.epoch % every == 0 or trainer.epoch == settings.epochs:
-            name = FINAL if trainer.epoch == settings.epochs else LATEST
-            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
-            plot_progress(log.records(), stage_dir / "progress.png", title=f"{root.name}: detector")
+    title = f"{root.name}: detector"
+    fit_detector(trainer, settings.epochs, parser, stage_dir, restart=restart, task=task, plot_title=title)
 
     # ---------------------------------------------------------------- export (plumbing)
     model.load_state_dict(trainer.best_model_state)

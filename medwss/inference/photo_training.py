@@ -75,9 +75,9 @@ def train_photo_detector(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
     """Fit the multi-label presence detector on image-level labels; export ``models/detector.pt``."""
+    from medwss.bundle.stages import fit_detector
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
-    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
-    from medwss.runtime.metric_log import MetricLog
+    from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.seeding import seed_everything
 
     # ---------------------------------------------------------------- setup (plumbing)
@@ -92,26 +92,7 @@ def train_photo_detector(
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
     model = parsed(parser, "detector#network_def")
     trainer = DetectorTrainer(model, photos.images[used], photos.presence[used], None, ids, splits["val"], settings)
-    log = MetricLog(stage_dir / "metrics.jsonl")
-    checkpoint = resume_point(stage_dir, restart)
-    if checkpoint is not None:
-        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
-        log.truncate(trainer.epoch)
-    else:
-        log.reset()
-    every = int(parser["detector"].get("checkpoint_every", 1))
-    task.set_total(settings.epochs)
-    task.advance(trainer.epoch)
-    task.describe("detector: training")
-
-    # ---------------------------------------------------------------- training loop
-    while trainer.epoch < settings.epochs:
-        metrics = trainer.step()
-        log.log(trainer.epoch, **metrics)
-        task.advance(1)
-        if trainer.epoch % every == 0 or trainer.epoch == settings.epochs:
-            name = FINAL if trainer.epoch == settings.epochs else LATEST
-            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
+    fit_detector(trainer, settings.epochs, parser, stage_dir, restart=restart, task=task)
 
     # ---------------------------------------------------------------- export (plumbing)
     model.load_state_dict(trainer.best_model_state)
