@@ -85,6 +85,7 @@ def build_observation(
     final_phase: torch.Tensor,
     step_fraction: torch.Tensor,
     mode: ObservationMode,
+    merge_sides: bool = False,
 ) -> torch.Tensor:
     """Policy input (n, base channels + STATE_PLANES, ...) of n games from `agent`'s point of view.
 
@@ -95,8 +96,9 @@ def build_observation(
         region: (n, G, G) bool legal region.
         final_phase: (n,) bool.
         step_fraction: (n,) float, turn / turns of a self-play game, in [0, 1].
+        merge_sides: the owner planes do not tell the agent's patches from the opponent's (`agent_planes`).
     """
-    planes = agent_planes(owner, agent, region, final_phase)
+    planes = agent_planes(owner, agent, region, final_phase, merge_sides)
     g = owner.shape[-1]
     step = step_fraction.to(planes.dtype).view(-1, 1, 1, 1).expand(-1, 1, g, g)
     state = torch.cat([planes, step], dim=1)

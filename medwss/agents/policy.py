@@ -89,6 +89,7 @@ class AgentPolicy(nn.Module):
         pixels_per_patch: p (pixels mode only), a power of two.
         termination_prob: initial P(terminate) at each step of the play phase (keeps the first games short).
         termination_floor: P(terminate) stays in [floor, 1 - floor] in the play phase (see the module docstring).
+        merge_sides: the policy's inputs show taken patches without who took them (`game.observation.agent_planes`).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class AgentPolicy(nn.Module):
         pixels_per_patch: int = 4,
         termination_prob: float = 0.05,
         termination_floor: float = 0.02,
+        merge_sides: bool = False,
     ) -> None:
         super().__init__()
         check_mode(observation)
@@ -120,8 +122,9 @@ class AgentPolicy(nn.Module):
             "pixels_per_patch": pixels_per_patch,
             "termination_prob": termination_prob,
             "termination_floor": termination_floor,
+            "merge_sides": bool(merge_sides),
         }
-        self.termination_floor = termination_floor
+        self.termination_floor, self.merge_sides = termination_floor, bool(merge_sides)
         self.observation, self.grid_size = observation, grid_size
         self.pixels_per_patch = pixels_per_patch if observation == "pixels" else 1
         conv = {"spatial_dims": 2, "act": "RELU", "norm": None}  # no norm: absolute intensity is the signal

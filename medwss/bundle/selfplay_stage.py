@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from medwss.bundle.config import parsed
+from medwss.bundle.scoring import bundle_scorer, scoring_settings
 from medwss.bundle.stages import git_commit, stage_slices, training_regions, write_json_atomic
 from medwss.errors import MedwssError
 from medwss.runtime.progress import ProgressTask
@@ -74,12 +75,10 @@ def calibrated_roi_threshold(parser, scores: torch.Tensor, presence: torch.Tenso
 
 def slice_inputs(detector, images: torch.Tensor, region_pixels: torch.Tensor | None, grid: int):
     """Detector patch scores (N, G, G) and legal patches (N, G, G) for slices; the region limits both."""
-    from medwss.data.regions import region_at_grid
-    from medwss.detector.scoring import score_patches
+    from medwss.detector.scoring import PatchScorer
 
-    scores = score_patches(detector, images, grid, region_pixels)
-    region = None if region_pixels is None else torch.as_tensor(region_at_grid(region_pixels, grid)).bool()
-    return scores, region
+    scored = PatchScorer(detector, grid).score(images, region_pixels)
+    return scored.scores, scored.region
 
 
 def train_selfplay_stage(
@@ -87,7 +86,7 @@ def train_selfplay_stage(
 ) -> dict[str, Any]:
     """Train the RLSP agent by prioritised fictitious self-play; export ``models/model.pt`` + ``models/policy.json``."""
     from medwss.data.splits import patient_split
-    from medwss.detector.features import DetectorEncoder
+    from medwss.detector.features import DetectorEncoder, agent_features
     from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
 
     started = time.perf_counter()
@@ -98,12 +97,22 @@ def train_selfplay_stage(
     settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
     task.describe("self-play: scoring slices")
     detector = load_detector(parser, root)
+    scorer = bundle_scorer(parser, root, detector)
     data = parsed(parser, "data")
     slices, manifest = stage_slices(parser, with_masks=True, cache_dir=stage_dir.parent / "mask_cache")
     regions = training_regions(slices, str(data.get("region", "none")))
-    scores, region = slice_inputs(detector, slices.images, regions, grid)
+    scored = scorer.score(slices.images, regions)
+    scores, region = scored.scores, scored.region
     encoder = DetectorEncoder(detector, grid)
-    features = encoder(slices.images) if settings.observation == "features" else None
+    planes = tuple(parser["selfplay"].get("agent_planes") or ())
+    features = None
+    if settings.observation == "features":
+        try:
+            features = agent_features(encoder, slices.images, scored, planes, scorer.prior)
+        except ValueError as err:
+            raise MedwssError("selfplay#agent_planes", str(err)) from None
+    elif planes:
+        raise MedwssError("selfplay#agent_planes", "extra planes need observation: features")
 
     # Validation = the detector's held-out patients; masks only measure (val/dice), never steer training.
     val_fraction = float(parser["detector"]["val_fraction"])
@@ -147,6 +156,8 @@ def train_selfplay_stage(
         "seed": seed,
         "medwss_commit": git_commit(),
         "policy": policy.config,
+        "agent_planes": list(planes),
+        "scoring": scoring_settings(parser),
         "rules": asdict(rules),
         "roi_calibration": calibration,
         "settings": asdict(settings),

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
+from medwss.bundle.scoring import export_position_prior, scoring_settings
 from medwss.errors import MedwssError
 from medwss.runtime.atomic import atomic_output
 from medwss.runtime.progress import ProgressTask
@@ -198,6 +199,13 @@ def train_detector_stage(
     model.load_state_dict(trainer.best_model_state)
     out = root / "models" / "detector.pt"
     save_checkpoint(model.state_dict(), out)
+    # The position prior is learned from the training patients' slice labels, never the validation ones.
+    task.describe("detector: learning the position prior")
+    train_rows = torch.tensor([p in set(train_patients) for p in slices.patients])
+    prior_note = export_position_prior(
+        parser, root, model.eval(), slices.images[train_rows], slices.presence[train_rows],
+        None if regions is None else regions[train_rows],
+    )  # fmt: skip
     best = trainer.best_auc if math.isfinite(trainer.best_auc) else None
     note = {
         "stage": "detector",
@@ -213,6 +221,8 @@ def train_detector_stage(
             "present_absent": manifest.counts(),
         },
         "settings": asdict(settings),
+        "scoring": scoring_settings(parser),
+        "position_prior": prior_note,
         "metrics": {
             "best_epoch": trainer.best_epoch,
             "val_slice_auc": best,

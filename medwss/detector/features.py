@@ -35,3 +35,50 @@ class DetectorEncoder(torch.nn.Module):
             x = torch.cat([x, coordinate_channels(x.shape[0], x.shape[-2], x.shape[-1], x)], dim=1)
         features = self.detector.features(x)
         return F.adaptive_avg_pool2d(features, self.grid_size)
+
+
+AGENT_PLANES = ("prior", "gate", "scores")
+"""Extra G x G planes an agent may see beside the image features: the position prior, the slice gate (presence
+probability, the same on every patch) and the game scores themselves."""
+
+
+def agent_features(
+    encoder: DetectorEncoder,
+    slices: torch.Tensor,
+    scored,
+    planes: tuple[str, ...] | list[str] = (),
+    prior: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """The features observation base (N, F + len(planes), G, G): trunk features, then the requested planes.
+
+    Why planes: the slice gate and the position prior come free with the weak labels, and the agent's small trunk
+    cannot rebuild a global slice probability or a data set's framing from local features alone.
+
+    Args:
+        encoder: the detector trunk.
+        slices: (N, C, H, W).
+        scored: ``ScoredSlices`` of the same slices (gate and scores).
+        planes: names from ``AGENT_PLANES``, in this order in the output.
+        prior: (G, G) position prior (needed for "prior").
+    """
+    unknown = [p for p in planes if p not in AGENT_PLANES]
+    if unknown:
+        raise ValueError(f"unknown agent planes {unknown}, expected some of {AGENT_PLANES}")
+    feats = torch.cat([encoder(chunk) for chunk in slices.split(batch_size)]) if len(slices) else None
+    if feats is None:
+        return torch.zeros(0, encoder.out_channels + len(planes), encoder.grid_size, encoder.grid_size)
+    n, g = feats.shape[0], feats.shape[-1]
+    extra = []
+    for name in planes:
+        if name == "prior":
+            if prior is None:
+                raise ValueError('agent plane "prior" needs a position prior (scoring#prior: true)')
+            extra.append(prior.float().reshape(1, 1, g, g).expand(n, 1, g, g))
+        elif name == "gate":
+            if scored.gate is None:
+                raise ValueError('agent plane "gate" needs a gated scorer (scoring#gate: true)')
+            extra.append(scored.gate.float().reshape(n, 1, 1, 1).expand(n, 1, g, g))
+        else:
+            extra.append(scored.scores.float().reshape(n, 1, g, g))
+    return torch.cat([feats, *extra], dim=1) if extra else feats

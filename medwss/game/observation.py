@@ -13,18 +13,32 @@ PLANES: tuple[str, ...] = ("mine", "theirs", "outside_region", "final_phase")
 
 
 def agent_planes(
-    owner: torch.Tensor, agent: torch.Tensor, region: torch.Tensor, final_phase: torch.Tensor
+    owner: torch.Tensor,
+    agent: torch.Tensor,
+    region: torch.Tensor,
+    final_phase: torch.Tensor,
+    merge_sides: bool = False,
 ) -> torch.Tensor:
     """Owner planes seen by `agent`, (B, 4, G, G) float32, in PLANES order.
+
+    With `merge_sides` every taken patch is "mine" and "theirs" stays empty: the agent sees which patches are gone,
+    not who took them. Why: whether to terminate ("is any ROI patch left?") depends only on what is still free, and
+    a board without an opponent's patches is then the same input in self-play and in solo play at inference (with
+    split sides the agent never saw a solo board in training and rarely terminated alone).
 
     Args:
         owner: (B, G, G) integer, 0 free, 1 taken by a, 2 taken by b.
         agent: (B,) integer, 0 or 1: whose point of view.
         region: (B, G, G) bool, patches that may be taken at all.
         final_phase: (B,) bool, True while the final picks are played (TERMINATE is then not allowed).
+        merge_sides: see above.
     """
-    mine = owner == (agent.to(owner.dtype) + 1).view(-1, 1, 1)
-    theirs = (owner != 0) & ~mine
+    if merge_sides:
+        mine = owner != 0
+        theirs = torch.zeros_like(mine)
+    else:
+        mine = owner == (agent.to(owner.dtype) + 1).view(-1, 1, 1)
+        theirs = (owner != 0) & ~mine
     final = final_phase.view(-1, 1, 1).expand_as(mine)
     return torch.stack([mine, theirs, ~region, final], dim=1).to(torch.float32)
 

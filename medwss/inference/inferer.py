@@ -33,6 +33,11 @@ class SelfPlayInferer(Inferer):
         threshold: the single-agent baseline's stopping score.
         cam_threshold, slice_threshold: Grad-CAM++ map and slice-probability thresholds.
         batch_size: games played at once.
+        scorer: the ``PatchScorer`` the agent was trained with (``scoring`` of the bundle); None = the detector's
+            plain MIL patch scores (bundles trained before scorers existed).
+        agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
+            as in training (``selfplay#agent_planes``).
+        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``).
     """
 
     def __init__(
@@ -46,6 +51,9 @@ class SelfPlayInferer(Inferer):
         cam_threshold: float = 0.5,
         slice_threshold: float = 0.5,
         batch_size: int = 256,
+        scorer: Any = None,
+        agent_planes: tuple[str, ...] | list[str] = (),
+        stopping: str = "step",
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -56,6 +64,11 @@ class SelfPlayInferer(Inferer):
         self.rules, self.method, self.region, self.context = rules, method, region, context
         self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
         self.batch_size = batch_size
+        if scorer is None:
+            from medwss.detector.scoring import PatchScorer
+
+            scorer = PatchScorer(self.detector, rules.grid_size)
+        self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
 
     def __call__(
         self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
@@ -66,22 +79,29 @@ class SelfPlayInferer(Inferer):
         outs = [self.segment_volume(torch.as_tensor(volume), network) for volume in inputs]
         return torch.stack(outs)
 
+    def agent_base(self, slices: torch.Tensor, scored, network: torch.nn.Module) -> torch.Tensor | None:
+        """The features observation the agent was trained on (trunk features + ``agent_planes``), None for pixels."""
+        from medwss.detector.features import DetectorEncoder, agent_features
+
+        if getattr(network, "observation", "features") != "features":
+            return None
+        encoder = DetectorEncoder(self.detector, self.rules.grid_size)
+        return agent_features(encoder, slices, scored, self.agent_planes, self.scorer.prior)
+
     @torch.no_grad()
-    def _patches(self, slices, scores, region_grid, network):
+    def _patches(self, slices, scored, network):
         from medwss.agents.threshold import threshold_segment
-        from medwss.detector.features import DetectorEncoder
         from medwss.selfplay.rollout import play_alone
 
         if self.method == "single-agent":
-            return threshold_segment(scores, region_grid, self.threshold, self.rules)
+            return threshold_segment(scored.scores, scored.region, self.threshold, self.rules)
         if network is None:
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
-        features = None
-        if getattr(network, "observation", "features") == "features":
-            features = DetectorEncoder(self.detector, self.rules.grid_size)(slices)
+        base = self.agent_base(slices, scored, network)
         return play_alone(
-            network, slices, scores, region_grid, self.rules, features=features, batch_size=self.batch_size
+            network, slices, scored.scores, scored.region, self.rules, base=base, batch_size=self.batch_size,
+            stopping=self.stopping,
         )
 
     def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,7 +121,6 @@ class SelfPlayInferer(Inferer):
 
     def segment_volume(self, volume: torch.Tensor, network: torch.nn.Module | None) -> torch.Tensor:
         """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask."""
-        from medwss.bundle.selfplay_stage import slice_inputs
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
@@ -116,8 +135,7 @@ class SelfPlayInferer(Inferer):
                 region=region,
             )
         else:
-            scores, region_grid = slice_inputs(self.detector, slices, region, self.rules.grid_size)
-            patches = self._patches(slices, scores, region_grid, network)
+            patches = self._patches(slices, self.scorer.score(slices, region), network)
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region

@@ -21,9 +21,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
         MedwssError: unreadable scan, a slice outside it, a bundle without a trained agent.
     """
     from medwss.agents.inputs import build_observation
-    from medwss.bundle.selfplay_stage import slice_inputs
     from medwss.data.transforms import unwrap_errors
-    from medwss.detector.features import DetectorEncoder
     from medwss.game.engine import BatchedGame
     from medwss.game.record import Phase
     from medwss.selfplay.rollout import step_fraction
@@ -43,11 +41,11 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     inferer, policy = segmenter.inferer, segmenter.network.eval()
     slices, region = inferer.slices_and_region(torch.as_tensor(processed["image"]))
     one = slices[k : k + 1]
-    scores, region_grid = slice_inputs(
-        inferer.detector, one, None if region is None else region[k : k + 1], inferer.rules.grid_size
-    )
-    base = DetectorEncoder(inferer.detector, inferer.rules.grid_size)(one) if policy.observation == "features" else one
-    game = BatchedGame(inferer.rules, scores, region_grid, record=True)
+    scored = inferer.scorer.score(one, None if region is None else region[k : k + 1])
+    scores = scored.scores
+    base = inferer.agent_base(one, scored, policy)
+    base = one if base is None else base
+    game = BatchedGame(inferer.rules, scores, scored.region, record=True)
     while not bool(game.done.all()):
         obs = build_observation(
             base,
@@ -57,6 +55,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
             game.phase == Phase.FINAL,
             step_fraction(game),
             policy.observation,
+            policy.merge_sides,
         )
         actions = policy.act(obs, game.action_mask(), deterministic=True)[0]
         game.step(actions)

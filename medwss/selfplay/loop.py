@@ -158,6 +158,9 @@ class SelfPlaySettings:
     termination_floor: float = 0.02
     """P(terminate) is clamped to [floor, 1 - floor] in play, so "terminate at once" can never saturate (see
     `agents.policy`); 0 disables the bound."""
+    merge_sides: bool = False
+    """The agents see taken patches without who took them, so solo play at inference shows them the boards they
+    trained on (`game.observation.agent_planes`); False = the paper's "mine"/"theirs" planes."""
     seed: int = 0
     """Seeds torch, numpy, Python and the named generators (slices, opponent, minibatch) and the action sampler."""
     checkpoint_every: int = 10
@@ -201,7 +204,7 @@ def ppo_update(
             t, game = b_t[mb_inds], b_game[mb_inds]
             obs = build_observation(
                 base[game], rollout.owner[t, game], rollout.learner_seat[game], region[game],
-                rollout.final_phase[t, game], rollout.step_fraction[t, game], policy.observation,
+                rollout.final_phase[t, game], rollout.step_fraction[t, game], policy.observation, policy.merge_sides,
             )  # fmt: skip
             mb_masks, mb_actions = rollout.action_masks[t, game], rollout.actions[t, game]
             newlogprob, entropy, newvalue = policy.evaluate(obs, mb_masks, mb_actions)
@@ -276,7 +279,7 @@ def train_selfplay(
         "observation": settings.observation, "grid_size": g, "in_channels": int(base.shape[1]),
         "channels": settings.channels, "num_res_units": settings.num_res_units,
         "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
-        "termination_floor": settings.termination_floor,
+        "termination_floor": settings.termination_floor, "merge_sides": settings.merge_sides,
     }  # fmt: skip
     policy = build_policy(policy_config)
     opponent = build_policy(policy_config).requires_grad_(False)

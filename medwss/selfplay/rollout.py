@@ -14,10 +14,18 @@ from dataclasses import dataclass
 import torch
 
 from medwss.agents.inputs import Encoder, build_observation, observation_base
-from medwss.agents.policy import AgentPolicy
+from medwss.agents.policy import AgentPolicy, masked_log_probs
 from medwss.game.engine import BatchedGame
 from medwss.game.record import Phase
 from medwss.game.rules import GameRules
+
+
+STOPPING_RULES = ("step", "median")
+"""When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
+the step where the policy, had it sampled, would have terminated with probability 0.5 by then (1 - prod(1 - p_t)
+>= 0.5): the median of its own stopping time. Why: self-play trains a *sampled* stopping time, spread over several
+steps at moderate P(terminate); the per-step rule waits for one step above 0.5 and took about twice the patches
+(measured on 8 held-out prostate patients: 13% of patches against 5.5%, 3D Dice 0.49 against 0.63)."""
 
 
 @dataclass
@@ -76,7 +84,7 @@ def _inputs(policy: AgentPolicy, base: torch.Tensor, game: BatchedGame, rows: to
     final = game.phase[rows] == Phase.FINAL
     return build_observation(
         base[rows], game.owner[rows], game.agent[rows], game.region[rows], final, step_fraction(game)[rows],
-        policy.observation,
+        policy.observation, policy.merge_sides,
     )  # fmt: skip
 
 
@@ -169,6 +177,7 @@ def play_alone(
     deterministic: bool = True,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    stopping: str = "step",
 ) -> torch.Tensor:
     """Agent a plays alone until it terminates (RLSP §3.5); returns the (B, G, G) bool patches it took.
 
@@ -179,9 +188,12 @@ def play_alone(
         region: (B, G, G) bool legal region or None.
         features, encoder: for "features" policies, as in `agents.inputs.observation_base`.
         base: precomputed `observation_base` of the slices (validation reuses it).
-        deterministic: the most likely action at each step (inference); False samples with `generator`.
+        deterministic: the most likely patch at each step (inference); False samples with `generator`.
         batch_size: games played at once, to bound memory on large volumes.
+        stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
     """
+    if stopping not in STOPPING_RULES:
+        raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
     if base is None:
         if images is None:
             raise ValueError("play_alone needs images or a precomputed observation base")
@@ -197,13 +209,21 @@ def play_alone(
         part = slice(start, start + batch_size)
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
         chunk = base[part]
+        survival = torch.ones(game.batch_size)  # P(the sampled policy has not terminated yet), "median" rule
         while True:
             rows = (~game.done).nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
             step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64)
             obs = _inputs(policy, chunk, game, rows)
-            step_actions[rows] = policy.act(obs, game.action_mask()[rows], deterministic, generator)[0]
+            mask = game.action_mask()[rows]
+            if deterministic and stopping == "median":
+                log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
+                survival[rows] = survival[rows] * (1.0 - log_probs[:, -1].exp())
+                stop = (survival[rows] < 0.5) | ~mask[:, :-1].any(dim=1)
+                step_actions[rows] = torch.where(stop, rules.terminate_action, log_probs[:, :-1].argmax(dim=-1))
+            else:
+                step_actions[rows] = policy.act(obs, mask, deterministic, generator)[0]
             game.step(step_actions)
         masks.append(game.segmentation())
     return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool)

@@ -87,3 +87,40 @@ def test_encoder_config_round_trip() -> None:
     assert encoder_config(torch.nn.Identity()) == {"name": "Identity"}
     with pytest.raises(ValueError, match="not built in"):
         encoder_from_config({"name": "Identity"})
+
+
+def test_merged_sides_show_taken_patches_without_their_owner() -> None:
+    from medwss.game.observation import agent_planes
+
+    owner = torch.tensor([[[1, 2], [0, 0]], [[2, 0], [1, 0]]], dtype=torch.int8)
+    region = torch.ones(2, 2, 2, dtype=torch.bool)
+    final = torch.tensor([False, True])
+    for seat in (0, 1):
+        planes = agent_planes(owner, torch.tensor([seat, seat]), region, final, merge_sides=True)
+        assert torch.equal(planes[:, 0].bool(), owner != 0)  # "mine" = every taken patch, whoever took it
+        assert float(planes[:, 1].abs().sum()) == 0.0  # "theirs" stays empty
+        assert torch.equal(planes[:, 3].bool(), final[:, None, None].expand(2, 2, 2))
+    split = agent_planes(owner, torch.tensor([0, 0]), region, final)
+    assert torch.equal(split[:, 0].bool(), owner == 1) and torch.equal(split[:, 1].bool(), owner == 2)
+
+
+def test_merged_sides_make_a_solo_board_look_like_a_self_play_board() -> None:
+    """The same taken patches, owned by both agents in self-play or by agent a alone, give the same input."""
+    base = torch.rand(1, 3, 2, 2)
+    region = torch.ones(1, 2, 2, dtype=torch.bool)
+    args = (torch.tensor([0]), region, torch.tensor([False]), torch.tensor([0.25]), "features")
+    selfplay = torch.tensor([[[1, 2], [0, 0]]], dtype=torch.int8)
+    solo = torch.tensor([[[1, 1], [0, 0]]], dtype=torch.int8)
+    merged = [build_observation(base, board, *args, merge_sides=True) for board in (selfplay, solo)]
+    split = [build_observation(base, board, *args) for board in (selfplay, solo)]
+    assert torch.equal(merged[0], merged[1])
+    assert not torch.equal(split[0], split[1])
+
+
+def test_policy_records_merge_sides_in_its_config() -> None:
+    from medwss.agents.policy import AgentPolicy, build_policy
+
+    policy = AgentPolicy("features", 4, 3, merge_sides=True)
+    assert policy.config["merge_sides"] is True
+    assert build_policy(policy.config).merge_sides is True
+    assert AgentPolicy("features", 4, 3).merge_sides is False

@@ -29,6 +29,18 @@ def test_detector_stage_exports_weights_note_and_curves(tmp_path, data_root):
     assert saved["seed"] == note["seed"] == 0
     assert saved["data"]["present_absent"]["gland"] == [24, 16]  # 6 of 10 slices in each of 4 patients
     assert set(saved["data"]["val_patients"]).isdisjoint(saved["data"]["train_patients"])
+    # The shipped prostate bundle scores patches with a position prior learned from the training slice labels.
+    prior = torch.load(bundle / "models" / "position_prior.pt", weights_only=True)
+    assert prior.shape == (4, 4) and float(prior.max()) == 1.0 and float(prior.min()) >= 0.0
+    assert saved["scoring"] == {"method": "cam", "gate": True, "prior": True}
+    assert saved["position_prior"]["present_slices"] + saved["position_prior"]["absent_slices"] <= 40
+
+
+def test_detector_stage_without_prior_exports_none(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    overrides = {**tiny_overrides(data_root), "scoring#prior": False, "detector#training#epochs": 1}
+    note = train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
+    assert note["position_prior"] is None and not (bundle / "models" / "position_prior.pt").exists()
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, monkeypatch):

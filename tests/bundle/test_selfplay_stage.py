@@ -51,6 +51,9 @@ def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
     assert 0.0 < saved["rules"]["roi_threshold"] <= 1.0
     policy = build_policy(saved["policy"])
     policy.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    # The agent sees the trunk features plus the bundle's extra planes, on a board with merged sides.
+    assert saved["agent_planes"] == ["prior", "gate", "scores"] and saved["policy"]["merge_sides"] is True
+    assert saved["policy"]["in_channels"] == 16 * 2 + 3
     assert note["metrics"]["iterations"] == 4
     tags = {k for line in (run / "metrics.jsonl").open() for k in json.loads(line)}
     assert {"losses/policy", "game/win_rate", "pool/size", "val/dice"} <= tags

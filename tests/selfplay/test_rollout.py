@@ -86,3 +86,30 @@ def test_play_alone_from_images() -> None:
     rules = GameRules(grid_size=G)
     masks = play_alone(policy, images, None, None, rules, generator=torch.Generator(), deterministic=False)
     assert masks.shape == (3, G, G)
+
+
+def _constant_stopper(p_stop: float) -> AgentPolicy:
+    """A features policy whose P(terminate) is exactly ``p_stop`` at every play step, whatever it sees."""
+    policy = AgentPolicy("features", 2, 1, termination_prob=p_stop)
+    torch.nn.init.zeros_(policy.termination_head.weight)
+    return policy.eval()
+
+
+@pytest.mark.parametrize(("p_stop", "stopping", "patches"), [
+    (0.3, "step", 4),  # never above 0.5 at one step: plays the board out
+    (0.3, "median", 1),  # 1 - 0.7 = 0.3 after one step, 1 - 0.49 = 0.51 after two: stops at the second
+    (0.1, "median", 4),  # 1 - 0.9**4 = 0.34 < 0.5: the board runs out first
+    (0.6, "step", 0),
+    (0.6, "median", 0),
+])
+def test_play_alone_stopping_rules(p_stop: float, stopping: str, patches: int) -> None:
+    rules = GameRules(grid_size=2)
+    taken = play_alone(_constant_stopper(p_stop), None, None, None, rules, base=torch.zeros(3, 1, 2, 2),
+                       stopping=stopping)
+    assert taken.flatten(1).sum(1).tolist() == [patches] * 3
+
+
+def test_play_alone_refuses_an_unknown_stopping_rule() -> None:
+    with pytest.raises(ValueError, match="stopping"):
+        play_alone(_constant_stopper(0.3), None, None, None, GameRules(grid_size=2), base=torch.zeros(1, 1, 2, 2),
+                   stopping="never")

@@ -1,0 +1,485 @@
+"""Patient-level cross-validation on the shared cohorts: RLSP against every baseline, per held-out patient.
+
+The successor of ``benchmarks/accuracy.py`` for cohort-sized data (26 prostate patients). Patients are dealt into
+``--folds`` folds (seeded); each fold's other patients are split into training and validation patients, and
+*every* choice that is tuned (the ROI quantile of the calibrated threshold, Grad-CAM++ thresholds, the box gate)
+is picked on the validation patients, never on the test ones. Per fold, with the bundle's own settings
+(``bundles/<task>/configs``) and slice labels only:
+
+* the presence detector is trained on the training patients (last epoch kept, as the bundle does), the position
+  prior is learned from their slice labels, and the patch scorer of the bundle (``scoring``) scores every slice;
+* the RLSP agent is trained by prioritised fictitious self-play against the calibrated threshold, then plays alone
+  on the test slices (``play_alone``, as ``medwss segment`` does);
+
+and reports 3D Dice on the 128 x 128 working grid for each test patient of:
+
+* **RLSP**; the **score rule at the calibrated threshold** (what a perfect score follower does); the **single
+  agent** (score >= 0.8, the paper's ablation); **Grad-CAM++** of the same detector (thresholds from validation);
+* trivial masks that read no image content: the **central box** (the central 40% x 40% of the field of view) on
+  every slice and on the slices the detector calls positive (the gated central prior), the whole body region on
+  those slices, and the learned position prior x slice gate (the score rule without local evidence);
+* references that read masks: a **fully-supervised MONAI UNet** on the training + validation patients' masks (the
+  ceiling a weak method chases) and the **oracle patch mask** (the best any patch selection can do);
+* the detector's patch ROC AUC inside the region on the test patients (local MIL, local CAM, the game score) and
+  its slice AUC: the numbers that decide the rest.
+
+``--ablations`` adds, on the same folds: opponent sampling (uniform / vanilla), the agent without the
+merged-sides board, without the extra planes, and with the plain MIL scorer of the earlier bundles.
+
+    .venv/bin/python benchmarks/cohort.py [--tasks prostate] [--folds 3] [--ablations] [--resume] [--only 0 1]
+
+Results: ``benchmarks/results/cohort.{md,json,png}``; each finished fold goes at once to
+``cohort.partial.json`` (``--resume`` skips those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medwss.agents.threshold import threshold_segment
+from medwss.bundle.config import load_config, parsed, stage_config_file
+from medwss.bundle.scoring import scoring_settings
+from medwss.bundle.selfplay_stage import game_rules
+from medwss.bundle.stages import stage_slices, training_regions
+from medwss.detector.calibration import background_score_quantile
+from medwss.detector.cam import cam_maps, choose_cam_thresholds, threshold_maps
+from medwss.detector.features import DetectorEncoder, agent_features
+from medwss.detector.scoring import PatchScorer, position_prior, score_patches
+from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
+from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
+from medwss.refinement.training import RefinementSettings, refine, train_refiner
+from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
+from medwss.selfplay.rollout import play_alone
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+BUNDLES = {"prostate": REPO / "bundles" / "prostate"}
+SEED = 0
+QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+"""Candidate ROI quantiles of the calibrated threshold, picked per fold on the validation patients."""
+GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Candidate slice-probability gates of the gated trivial masks."""
+BOX_FRACTION = 0.4
+"""Side of the central box as a fraction of the field of view (the content-free baseline of the issue)."""
+METHODS = {
+    "rlsp": "RLSP (agent a alone, as `medwss segment`)",
+    "score_rule": "score rule at the calibrated threshold",
+    "single_agent": "single agent (game score >= 0.8)",
+    "cam": "Grad-CAM++ of the same detector (thresholds from validation)",
+    "prior_gated": "learned position prior x slice gate (no local evidence)",
+    "box_gated": "central box on slices the detector calls positive",
+    "box_all": "central box on every slice (content-free)",
+    "region_gated": "whole body region on slices the detector calls positive",
+    "supervised_unet": "fully-supervised UNet (reads masks)",
+    "oracle": "oracle patch mask G16 (reads masks)",
+}
+
+
+# ------------------------------------------------------------------------------------------------------ data, folds
+def task_parser(task: str, data_dir: Path):
+    bundle = BUNDLES[task]
+    files = [stage_config_file(bundle, s) for s in ("detector", "selfplay")]
+    return load_config(bundle, files, {"dataset_dir": str(data_dir)})
+
+
+def patient_folds(patients: list[str], k: int, n_val: int, seed: int = SEED) -> list[dict]:
+    """k folds over patients: each is the test set once; of the rest, ``n_val`` validate and the others train.
+
+    No patient ever has slices on two sides of a fold (the folds are made of patient ids, not slices).
+    """
+    unique = sorted(set(patients))
+    if k < 2 or k > len(unique):
+        raise ValueError(f"need 2 <= folds <= {len(unique)} patients, got {k}")
+    rng = np.random.default_rng(seed)
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    out = []
+    for i, test in enumerate(np.array_split(np.array(order, dtype=object), k)):
+        rest = [p for p in order if p not in set(test)]
+        val = [rest[j] for j in rng.permutation(len(rest))[:n_val]]
+        train = [p for p in rest if p not in set(val)]
+        out.append({"fold": i, "test": sorted(test.tolist()), "val": sorted(val), "train": sorted(train)})
+    return out
+
+
+def rows_of(patients: list[str], chosen: list[str]) -> torch.Tensor:
+    keep = set(chosen)
+    return torch.tensor([p in keep for p in patients])
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+def dice_per_patient(pred: torch.Tensor, truth: torch.Tensor, patients: list[str]) -> dict[str, float]:
+    """3D Dice per patient from its slices' pixel counts (1 when both are empty)."""
+    p, t = pred.bool().flatten(1), truth.bool().flatten(1)
+    inter, total = (p & t).sum(1).double(), (p.sum(1) + t.sum(1)).double()
+    out = {}
+    for name in sorted(set(patients)):
+        sel = rows_of(patients, [name])
+        i, s = float(inter[sel].sum()), float(total[sel].sum())
+        out[name] = 1.0 if s == 0 else 2.0 * i / s
+    return out
+
+
+def mean_dice(pred, truth, patients) -> float:
+    return float(np.mean(list(dice_per_patient(pred, truth, patients).values())))
+
+
+def bootstrap_ci(values: list[float], n: int = 2000, seed: int = SEED) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean over patients."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, (n, v.size))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def to_pixels(patches: torch.Tensor, size: tuple[int, int], region: torch.Tensor | None) -> torch.Tensor:
+    px = torch.as_tensor(patches_to_pixels(patches, size)).bool()
+    return px if region is None else px & region
+
+
+def inference_setting(task: str, key: str, default):
+    """A setting of the bundle's inference.yaml (what `medwss segment` uses), read without building anything."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(BUNDLES[task] / "configs" / "inference.yaml")
+    return parser.get(key, default)
+
+
+# ------------------------------------------------------------------------------------------------------ one fold
+def train_detector(parser, data, regions, train_rows, epochs: int | None):
+    settings = dict(parser["detector"]["training"]) | {"seed": SEED}
+    if epochs is not None:
+        settings["epochs"] = epochs
+    settings = DetectorTrainingSettings(**settings)
+    model = parsed(parser, "detector#network_def")
+    trainer = DetectorTrainer(model, data.images[train_rows], data.presence[train_rows],
+                              None if regions is None else regions[train_rows], settings=settings)
+    while trainer.epoch < settings.epochs:
+        trainer.step()
+    return model.eval()
+
+
+def pick_on_validation(candidates, score_fn) -> tuple[float, float]:
+    """The candidate with the best validation score (first on ties) and that score."""
+    best = max(((score_fn(c), -i, c) for i, c in enumerate(candidates)))
+    return best[2], best[0]
+
+
+def train_agent(parser, data, scored, features, threshold, rows, settings: SelfPlaySettings, run_dir: Path):
+    train_rows, val_rows = rows
+    rules = game_rules(parser, roi_threshold=threshold)
+    play = SelfPlayData(images=data.images[train_rows], scores=scored.scores[train_rows],
+                        region=scored.region[train_rows], val_images=data.images[val_rows],
+                        val_scores=scored.scores[val_rows], val_region=scored.region[val_rows],
+                        val_masks=data.masks[val_rows, 0], features=features[train_rows],
+                        val_features=features[val_rows])
+    start = time.perf_counter()
+    policy = train_selfplay(play, rules, settings, run_dir, restart=True)
+    return policy, rules, time.perf_counter() - start
+
+
+def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
+    parser = task_parser(task, args.data_dir)
+    grid = int(parser["grid_size"])
+    size = tuple(data.images.shape[-2:])
+    tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
+    pats = {k: [p for p, keep in zip(data.patients, rows_of(data.patients, fold[k]).tolist(), strict=True) if keep]
+            for k in ("val", "test")}
+    truth = data.masks[:, 0]
+    timing: dict[str, float] = {}
+
+    start = time.perf_counter()
+    detector = train_detector(parser, data, regions, tr, args.epochs)
+    timing["detector_s"] = time.perf_counter() - start
+
+    s = scoring_settings(parser)
+    scorer = PatchScorer(detector, grid, s["method"], s["gate"])
+    scored = scorer.score(data.images, regions)
+    gate = scored.gate if scored.gate is not None else scorer.slice_probabilities(data.images, regions)
+    prior = position_prior(scored.local[tr], data.presence[tr, 0], scored.region[tr])  # training patients only
+    if s["prior"]:
+        scorer.prior = prior
+        scored.scores = scorer.combine(scored.local, scored.gate)
+    legal = scored.region
+
+    # -------------------------------------------------------------- detector quality on the test patients
+    labels = patch_labels(truth, grid)
+    inside = legal & te[:, None, None]
+    mil = score_patches(detector, data.images, grid, regions)
+    auc = {"mil": roc_auc(mil[inside], labels[inside]), "cam": roc_auc(scored.local[inside], labels[inside]),
+           "game_score": roc_auc(scored.scores[inside], labels[inside]),
+           "slice": roc_auc(gate[te], data.presence[te, 0] > 0.5)}
+
+    def on(rows, pred):
+        return mean_dice(pred[rows], truth[rows], pats["val" if rows is va else "test"])
+
+    out: dict[str, dict[str, float]] = {}
+    chosen: dict[str, float] = {}
+    # -------------------------------------------------------------- score rule; threshold quantile from validation
+    def rule_at(q, scores=scored.scores):
+        t = background_score_quantile(scores[tr], data.presence[tr, 0], q, legal[tr])
+        return t, to_pixels(threshold_segment(scores, legal, t), size, regions)
+
+    q, _ = pick_on_validation(QUANTILES, lambda c: on(va, rule_at(c)[1]))
+    threshold, rule_px = rule_at(q)
+    chosen |= {"roi_quantile": q, "roi_threshold": threshold}
+    out["score_rule"] = dice_per_patient(rule_px[te], truth[te], pats["test"])
+    single = to_pixels(threshold_segment(scored.scores, legal, 0.8), size, regions)
+    out["single_agent"] = dice_per_patient(single[te], truth[te], pats["test"])
+
+    # -------------------------------------------------------------- content-free and gated trivial masks
+    g0, g1 = int(round(grid * (0.5 - BOX_FRACTION / 2))), int(round(grid * (0.5 + BOX_FRACTION / 2)))
+    box = torch.zeros(len(data), grid, grid, dtype=torch.bool)
+    box[:, g0:g1, g0:g1] = True
+    box_px = to_pixels(box, size, regions)
+    out["box_all"] = dice_per_patient(box_px[te], truth[te], pats["test"])
+    gated = lambda px, g: px & (gate >= g)[:, None, None]  # noqa: E731
+    gb, _ = pick_on_validation(GATES, lambda g: on(va, gated(box_px, g)))
+    out["box_gated"] = dice_per_patient(gated(box_px, gb)[te], truth[te], pats["test"])
+    region_px = regions if regions is not None else torch.ones_like(truth)
+    gr, _ = pick_on_validation(GATES, lambda g: on(va, gated(region_px, g)))
+    out["region_gated"] = dice_per_patient(gated(region_px, gr)[te], truth[te], pats["test"])
+    prior_scores = (prior[None] * gate[:, None, None]).expand(len(data), grid, grid) * legal
+    qp, _ = pick_on_validation(QUANTILES, lambda c: on(va, rule_at(c, prior_scores)[1]))
+    out["prior_gated"] = dice_per_patient(rule_at(qp, prior_scores)[1][te], truth[te], pats["test"])
+    chosen |= {"box_gate": gb, "region_gate": gr, "prior_quantile": qp}
+
+    # -------------------------------------------------------------- Grad-CAM++, thresholds from validation
+    maps = cam_maps(detector, data.images, region=regions)
+    picked = choose_cam_thresholds(maps[va], gate[va], truth[va], groups=pats["val"],
+                                   region=None if regions is None else regions[va])
+    cam_px = threshold_maps(maps, gate, cam_threshold=picked.cam_threshold, slice_threshold=picked.slice_threshold,
+                            region=regions)
+    out["cam"] = dice_per_patient(cam_px[te], truth[te], pats["test"])
+    chosen |= {"cam_threshold": picked.cam_threshold, "cam_slice_threshold": picked.slice_threshold}
+
+    # -------------------------------------------------------------- RLSP
+    training = dict(parser["selfplay"]["training"]) | {"seed": SEED}
+    if args.iterations is not None:
+        training["num_iterations"] = args.iterations
+    settings = SelfPlaySettings(**training)
+    planes = tuple(parser["selfplay"].get("agent_planes") or ())
+    encoder = DetectorEncoder(detector, grid)
+    features = agent_features(encoder, data.images, scored, planes, scorer.prior)
+    policy, rules, timing["selfplay_s"] = train_agent(parser, data, scored, features, threshold, (tr, va), settings,
+                                                      work / "selfplay")
+    stopping = inference_setting(task, "inferer#stopping", "step")
+    start = time.perf_counter()
+    patches = play_alone(policy, None, scored.scores[te], legal[te], rules, base=features[te], stopping=stopping)
+    timing["rlsp_play_s"] = time.perf_counter() - start
+    out["rlsp"] = dice_per_patient(to_pixels(patches, size, None if regions is None else regions[te]), truth[te],
+                                   pats["test"])
+    extra = {"rlsp_patches_per_slice": float(patches.flatten(1).sum(1).float().mean()),
+             "rule_patches_per_slice": float(threshold_segment(scored.scores[te], legal[te], threshold)
+                                             .flatten(1).sum(1).float().mean())}
+
+    # -------------------------------------------------------------- references that read masks
+    out["oracle"] = dice_per_patient(torch.as_tensor(oracle_patch_mask(truth[te], grid, 0.5)), truth[te],
+                                     pats["test"])
+    if args.unet_epochs > 0:
+        fit = tr | va
+        start = time.perf_counter()
+        net = train_refiner(data.images[fit], truth[fit], RefinementSettings(epochs=args.unet_epochs, seed=SEED))
+        timing["unet_s"] = time.perf_counter() - start
+        out["supervised_unet"] = dice_per_patient(
+            refine(net, data.images[te], None if regions is None else regions[te]), truth[te], pats["test"])
+
+    # -------------------------------------------------------------- ablations (same fold, same detector)
+    ablations: dict[str, dict[str, float]] = {}
+    if args.ablations is not None and (not args.ablations or fold["fold"] in args.ablations):
+        def agent_dice(name, variant, feats=features, sc=scored, thr=threshold):
+            pol, rl, _ = train_agent(parser, data, sc, feats, thr, (tr, va), variant, work / f"selfplay-{name}")
+            pm = play_alone(pol, None, sc.scores[te], legal[te], rl, base=feats[te], stopping=stopping)
+            ablations[name] = dice_per_patient(to_pixels(pm, size, None if regions is None else regions[te]),
+                                               truth[te], pats["test"])
+
+        for sampling in ("uniform", "vanilla"):
+            agent_dice(f"sampling={sampling}", dataclasses.replace(settings, opponent_sampling=sampling))
+        agent_dice("split sides (paper's mine/theirs planes)", dataclasses.replace(settings, merge_sides=False))
+        agent_dice("no extra planes", settings, feats=agent_features(encoder, data.images, scored, (), None))
+        agent_dice("planes prior + gate, no score plane", settings,
+                   feats=agent_features(encoder, data.images, scored, ("prior", "gate"), scorer.prior))
+        rules_step = play_alone(policy, None, scored.scores[te], legal[te], rules, base=features[te], stopping="step")
+        ablations["per-step stopping (P(terminate) > 0.5)"] = dice_per_patient(
+            to_pixels(rules_step, size, None if regions is None else regions[te]), truth[te], pats["test"])
+        plain = PatchScorer(detector, grid).score(data.images, regions)
+        plain_t = background_score_quantile(plain.scores[tr], data.presence[tr, 0], 0.8, legal[tr])
+        agent_dice("plain MIL scores (earlier bundles)", settings,
+                   feats=agent_features(encoder, data.images, plain, (), None), sc=plain, thr=plain_t)
+    return {"fold": fold["fold"], "patients": {k: fold[k] for k in ("train", "val", "test")}, "dice": out,
+            "ablations": ablations, "auc": auc, "chosen": chosen, "timing": timing, **extra}
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def summarise(folds: list[dict], key: str = "dice") -> dict[str, dict]:
+    names = sorted({m for f in folds for m in f[key]})
+    out = {}
+    for m in names:
+        per = {p: v for f in folds for p, v in f[key].get(m, {}).items()}
+        vals = list(per.values())
+        lo, hi = bootstrap_ci(vals)
+        out[m] = {"mean": float(np.mean(vals)), "ci95": [lo, hi], "n": len(vals), "per_patient": per}
+    return out
+
+
+def git_state() -> dict:
+    def run(*cmd):
+        done = subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(run("status", "--porcelain", "--", "medwss"))}
+
+
+def markdown(result: dict) -> str:
+    meta, lines = result["meta"], []
+    iterations = "" if meta["iterations"] is None else f" ({meta['iterations']} self-play iterations)"
+    lines += ["# Cohort cross-validation (held-out patients, real scans)", "",
+              f"Commit {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}; torch "
+              f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
+              f"before, {meta['load'][1]:.1f} after); {meta['minutes']:.0f} min in this process. Seed {SEED}. "
+              f"{meta['folds']} folds over patients, {meta['n_val']} validation patients inside each training fold; "
+              f"detector and self-play with the bundle's settings{iterations}; supervised UNet "
+              f"{meta['unet_epochs']} epochs.", "",
+              "3D Dice on the 128 x 128 working grid per held-out patient (every patient is held out once); mean "
+              "with its 95% bootstrap interval over patients. Region = the body mask. Tuned choices (ROI quantile, "
+              "CAM thresholds, gates) are picked on each fold's validation patients; no test mask is read by any "
+              "row except the two marked as reading masks.", ""]
+    for task, res in result["tasks"].items():
+        summ = res["summary"]
+        lines += [f"## {task} ({res['patients']} patients, {res['slices']} slices)", "",
+                  "| method | mean 3D Dice | 95% CI |", "|---|---:|---|"]
+        for m in sorted(summ, key=lambda k: -summ[k]["mean"]):
+            lo, hi = summ[m]["ci95"]
+            lines.append(f"| {METHODS.get(m, m)} | {summ[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} |")
+        lines += ["", "Detector on the held-out patients of each fold (ROC AUC; patches inside the body region, "
+                  "labelled ROI when at least half inside the mask):", "",
+                  "| fold | test patients | slice AUC | patch AUC MIL cells | patch AUC CAM | patch AUC game score | "
+                  "ROI quantile / threshold | RLSP patches per slice (score rule) |",
+                  "|---|---|---:|---:|---:|---:|---|---|"]
+        for f in res["folds"]:
+            a, c = f["auc"], f["chosen"]
+            lines.append(f"| {f['fold']} | {len(f['patients']['test'])} | {a['slice']:.3f} | {a['mil']:.3f} | "
+                         f"{a['cam']:.3f} | {a['game_score']:.3f} | {c['roi_quantile']} / {c['roi_threshold']:.4f} | "
+                         f"{f['rlsp_patches_per_slice']:.1f} ({f['rule_patches_per_slice']:.1f}) |")
+        if res.get("ablations"):
+            with_ablations = [f for f in res["folds"] if f["ablations"]]
+            base = summarise(with_ablations)
+            fold_names = ", ".join(str(f["fold"]) for f in with_ablations)
+            lines += ["", f"Ablations (fold {fold_names}: same test patients, same detector; RLSP 3D Dice):", "",
+                      "| variant | mean | 95% CI | n |", "|---|---:|---|---:|"]
+            for m in ("rlsp", "score_rule"):
+                lo, hi = base[m]["ci95"]
+                lines.append(f"| {METHODS[m]} (bundle setting) | {base[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} | "
+                             f"{base[m]['n']} |")
+            for m, v in res["ablations"].items():
+                lines.append(f"| {m} | {v['mean']:.3f} | {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f} | {v['n']} |")
+        lines += ["", "Per patient (3D Dice):", "", "| patient | " + " | ".join(sorted(summ)) + " |",
+                  "|---|" + "---:|" * len(summ)]
+        for p in sorted(summ["rlsp"]["per_patient"]):
+            lines.append(f"| {p} | " + " | ".join(f"{summ[m]['per_patient'].get(p, math.nan):.3f}"
+                                                  for m in sorted(summ)) + " |")
+        lines += ["", f"![per-patient Dice](cohort_{task}.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(task: str, summary: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from medwss.viz.figures import save_figure
+
+    order = sorted(summary, key=lambda k: summary[k]["mean"])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.2))
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(order):
+        vals = np.array(list(summary[m]["per_patient"].values()))
+        ax.scatter(vals, i + rng.uniform(-0.15, 0.15, vals.size), s=12, alpha=0.6)
+        ax.plot([summary[m]["mean"]] * 2, [i - 0.3, i + 0.3], color="black")
+    ax.set_yticks(range(len(order)), [METHODS.get(m, m) for m in order], fontsize=8)
+    ax.set_xlabel("3D Dice per held-out patient (bar = mean)")
+    ax.set_xlim(0, 1)
+    ax.set_title(f"{task}: patient-level cross-validation")
+    save_figure(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", nargs="+", default=["prostate"], choices=sorted(BUNDLES))
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--n-val", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the bundle's)")
+    ap.add_argument("--iterations", type=int, default=None, help="self-play iterations (default: the bundle's)")
+    ap.add_argument("--unet-epochs", type=int, default=100)
+    ap.add_argument("--ablations", type=int, nargs="*", default=None,
+                    help="ablations on these folds (no number: every fold)")
+    ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these folds (split a run)")
+    ap.add_argument("--resume", action="store_true", help="skip folds already in cohort.partial.json")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial_path = RESULTS / "cohort.partial.json"
+    partial = json.loads(partial_path.read_text()) if args.resume and partial_path.is_file() else {}
+    started, load0 = time.perf_counter(), os.getloadavg()[0]
+    result = {"tasks": {}}
+    for task in args.tasks:
+        parser = task_parser(task, args.data_dir)
+        cache = Path(tempfile.gettempdir()) / "medwss_cohort_masks"
+        data, _ = stage_slices(parser, with_masks=True, cache_dir=cache)
+        regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
+        folds = patient_folds(data.patients, args.folds, args.n_val)
+        done = []
+        for fold in folds:
+            key = f"{task}/{fold['fold']}"
+            if key in partial:
+                done.append(partial[key])
+                continue
+            if args.only is not None and fold["fold"] not in args.only:
+                continue
+            print(f"{task} fold {fold['fold']}: test {fold['test']}", flush=True)
+            with tempfile.TemporaryDirectory() as work:
+                res = run_fold(task, data, regions, fold, args, Path(work))
+            print(json.dumps({k: round(float(np.mean(list(v.values()))), 3) for k, v in res["dice"].items()}),
+                  res["auc"], flush=True)
+            done.append(res)
+            # Several processes may share the file (--only): merge with what is there now, then replace it.
+            on_disk = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+            partial = on_disk | partial | {key: res}
+            tmp = partial_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(partial, indent=1))
+            os.replace(tmp, partial_path)
+        result["tasks"][task] = {"folds": done, "summary": summarise(done), "patients": len(set(data.patients)),
+                                 "slices": len(data), "ablations": summarise(done, "ablations")}
+    result["meta"] = {"git": git_state(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                      "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
+                      "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations,
+                      "unet_epochs": args.unet_epochs, "python": platform.python_version()}
+    complete = all(len(r["folds"]) == args.folds for r in result["tasks"].values())
+    if not complete:
+        print("partial run saved to cohort.partial.json; run the rest with --only / --resume", flush=True)
+        return 0
+    (RESULTS / "cohort.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "cohort.md").write_text(markdown(result))
+    for task, res in result["tasks"].items():
+        plot(task, res["summary"], RESULTS / f"cohort_{task}.png")
+    print((RESULTS / "cohort.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
