@@ -57,6 +57,7 @@ from medwss.bundle.stages import stage_slices, training_regions
 from medwss.detector.calibration import background_score_quantile
 from medwss.detector.cam import cam_maps, choose_cam_thresholds, threshold_maps
 from medwss.detector.features import DetectorEncoder, agent_features
+from medwss.detector.network import detector_members
 from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
@@ -167,10 +168,12 @@ def train_detector(parser, data, regions, train_rows, epochs: int | None):
         settings["epochs"] = epochs
     settings = DetectorTrainingSettings(**settings)
     model = parsed(parser, "detector#network_def")
-    trainer = DetectorTrainer(model, data.images[train_rows], data.presence[train_rows],
-                              None if regions is None else regions[train_rows], settings=settings)
-    while trainer.epoch < settings.epochs:
-        trainer.step()
+    for k, member in enumerate(detector_members(model)):  # as the detector stage: member k from seed + k
+        trainer = DetectorTrainer(member, data.images[train_rows], data.presence[train_rows],
+                                  None if regions is None else regions[train_rows],
+                                  settings=dataclasses.replace(settings, seed=SEED + k))
+        while trainer.epoch < settings.epochs:
+            trainer.step()
     return model.eval()
 
 
@@ -180,9 +183,10 @@ def pick_on_validation(candidates, score_fn) -> tuple[float, float]:
     return best[2], best[0]
 
 
-def train_agent(parser, data, scored, features, threshold, rows, settings: SelfPlaySettings, run_dir: Path):
+def train_agent(parser, data, scored, features, threshold, rows, settings: SelfPlaySettings, run_dir: Path,
+                rule_changes: dict | None = None):
     train_rows, val_rows = rows
-    rules = game_rules(parser, roi_threshold=threshold)
+    rules = dataclasses.replace(game_rules(parser, roi_threshold=threshold), **(rule_changes or {}))
     play = SelfPlayData(images=data.images[train_rows], scores=scored.scores[train_rows],
                         region=scored.region[train_rows], val_images=data.images[val_rows],
                         val_scores=scored.scores[val_rows], val_region=scored.region[val_rows],
@@ -302,9 +306,10 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     # -------------------------------------------------------------- ablations (same fold, same detector)
     ablations: dict[str, dict[str, float]] = {}
     if args.ablations is not None and (not args.ablations or fold["fold"] in args.ablations):
-        def agent_dice(name, variant, feats=features, sc=scored, thr=threshold):
-            pol, rl, _ = train_agent(parser, data, sc, feats, thr, (tr, va), variant, work / f"selfplay-{name}")
-            pm = play_alone(pol, None, sc.scores[te], legal[te], rl, base=feats[te], stopping=stopping)
+        def agent_dice(name, variant, feats=features, sc=scored, thr=threshold, changes=None):
+            run = work / f"selfplay-{len(ablations)}"
+            pol, rl, _ = train_agent(parser, data, sc, feats, thr, (tr, va), variant, run, changes)
+            pm = play_alone(pol, None, sc.scores[te], sc.region[te], rl, base=feats[te], stopping=stopping)
             ablations[name] = dice_per_patient(to_pixels(pm, size, None if regions is None else regions[te]),
                                                truth[te], pats["test"])
 
@@ -314,6 +319,20 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         agent_dice("no extra planes", settings, feats=agent_features(encoder, data.images, scored, (), None))
         agent_dice("planes prior + gate, no score plane", settings,
                    feats=agent_features(encoder, data.images, scored, ("prior", "gate"), scorer.prior))
+        for changes in ({"turn_reward_mode": "difference"}, {"turn_reward_mode": "none"},
+                        {"use_termination_reward": False}):
+            agent_dice(f"rules {changes}", settings, changes=changes)
+        for g in args.ablation_grids:  # the whole scorer at another grid: prior, threshold and features
+            sc_g = PatchScorer(detector, g, s["method"], s["gate"])
+            scored_g = sc_g.score(data.images, regions)
+            if s["prior"]:
+                sc_g.prior = position_prior(scored_g.local[tr], data.presence[tr, 0], scored_g.region[tr])
+                scored_g.scores = sc_g.combine(scored_g.local, scored_g.gate)
+            thr_g = background_score_quantile(scored_g.scores[tr], data.presence[tr, 0], q, scored_g.region[tr])
+            feats_g = agent_features(DetectorEncoder(detector, g), data.images, scored_g, planes, sc_g.prior)
+            agent_dice(f"grid={g}", settings, feats=feats_g, sc=scored_g, thr=thr_g, changes={"grid_size": g})
+            ablations[f"oracle grid={g}"] = dice_per_patient(torch.as_tensor(oracle_patch_mask(truth[te], g, 0.5)),
+                                                             truth[te], pats["test"])
         rules_step = play_alone(policy, None, scored.scores[te], legal[te], rules, base=features[te], stopping="step")
         ablations["per-step stopping (P(terminate) > 0.5)"] = dice_per_patient(
             to_pixels(rules_step, size, None if regions is None else regions[te]), truth[te], pats["test"])
@@ -427,13 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unet-epochs", type=int, default=100)
     ap.add_argument("--ablations", type=int, nargs="*", default=None,
                     help="ablations on these folds (no number: every fold)")
+    ap.add_argument("--ablation-grids", type=int, nargs="*", default=[8])
     ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these folds (split a run)")
     ap.add_argument("--resume", action="store_true", help="skip folds already in cohort.partial.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--partial", type=Path, default=RESULTS / "cohort.partial.json", help="per-fold results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    partial_path = RESULTS / "cohort.partial.json"
+    partial_path = args.partial
     partial = json.loads(partial_path.read_text()) if args.resume and partial_path.is_file() else {}
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     result = {"tasks": {}}

@@ -12,7 +12,7 @@ import logging
 import math
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ def train_detector_stage(
 ) -> dict[str, Any]:
     """The detector stage: fit the presence detector on slice labels; export ``models/detector.pt``."""
     from medwss.data.splits import patient_split
+    from medwss.detector.network import detector_members
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
     from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.seeding import seed_everything
@@ -191,12 +192,20 @@ def train_detector_stage(
         train_patients, val_patients = sorted(set(slices.patients)), []
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
     model = parsed(parser, "detector#network_def")
-    trainer = DetectorTrainer(model, slices.images, slices.presence, regions, slices.patients, val_patients, settings)
-    title = f"{root.name}: detector"
-    fit_detector(trainer, settings.epochs, parser, stage_dir, restart=restart, task=task, plot_title=title)
+    members = detector_members(model)
+    for k, member in enumerate(members):
+        # An ensemble trains its members one after the other, each from its own seed and in its own run folder,
+        # so an interrupted stage resumes inside the member it was training.
+        member_settings = replace(settings, seed=seed + k)
+        trainer = DetectorTrainer(
+            member, slices.images, slices.presence, regions, slices.patients, val_patients, member_settings
+        )
+        member_dir = stage_dir if len(members) == 1 else stage_dir / f"member{k}"
+        title = f"{root.name}: detector" + ("" if len(members) == 1 else f" {k + 1} of {len(members)}")
+        fit_detector(trainer, settings.epochs, parser, member_dir, restart=restart, task=task, plot_title=title)
+        member.load_state_dict(trainer.best_model_state)
 
     # ---------------------------------------------------------------- export (plumbing)
-    model.load_state_dict(trainer.best_model_state)
     out = root / "models" / "detector.pt"
     save_checkpoint(model.state_dict(), out)
     # The position prior is learned from the training patients' slice labels, never the validation ones.
@@ -221,6 +230,7 @@ def train_detector_stage(
             "present_absent": manifest.counts(),
         },
         "settings": asdict(settings),
+        "members": len(members),
         "scoring": scoring_settings(parser),
         "position_prior": prior_note,
         "metrics": {

@@ -24,7 +24,7 @@ import torch
 from monai.visualize import GradCAMpp, ModelWithHooks
 from torch import nn
 
-from medwss.detector.network import PresenceDetector
+from medwss.detector.network import DetectorEnsemble, PresenceDetector
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def cam_maps(
         class_index: which presence class to explain.
         batch_size: slices per backward pass (memory only).
     """
+    if isinstance(model, DetectorEnsemble):  # the members' maps, averaged, then scaled to [0, 1] again
+        maps = [cam_maps(m, images, region=region, class_index=class_index, batch_size=batch_size)
+                for m in model.members]  # fmt: skip
+        return normalise_maps(torch.stack(maps).mean(0).unsqueeze(1))[:, 0]
     wrapped = PresenceLogits(copy.deepcopy(model)).eval()
     device = next(wrapped.parameters()).device
     hooks = _BatchHooks(wrapped, target_layer(model), register_forward=True, register_backward=True)

@@ -136,6 +136,44 @@ def region_cells(region: torch.Tensor, cell_shape: tuple[int, int] | torch.Size)
     return frac[:, 0] >= 0.5
 
 
+class DetectorEnsemble(nn.Module):
+    """Several presence detectors of one architecture, trained from different seeds, read as one detector.
+
+    Why: which evidence a detector trained on slice labels localises depends on its seed. Measured on the
+    26-patient prostate cohort, one setting trained from seeds 0 and 1 gave Grad-CAM++ patch AUCs of 0.67 and 0.77
+    inside the body; averaging the members keeps the evidence they agree on. Cell logits, slice logits and Grad-CAM++
+    maps (``detector.cam.cam_maps``) are member means; the agents' image features come from the first member.
+    """
+
+    def __init__(self, members: int = 3, **detector_kwargs) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {members}")
+        self.members = nn.ModuleList(PresenceDetector(**detector_kwargs) for _ in range(members))
+
+    # The first member stands in for the ensemble where one network is needed (trunk features, settings).
+    @property
+    def features(self) -> nn.Module:
+        return self.members[0].features
+
+    @property
+    def head(self) -> nn.Module:
+        return self.members[0].head
+
+    def __getattr__(self, name: str):
+        if name in ("in_channels", "num_classes", "coord_channels", "pooling", "lse_r"):
+            return getattr(self.members[0], name)
+        return super().__getattr__(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean cell logits of the members (B, K, h, w)."""
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+    def presence_logits(self, x: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the members' slice-level presence logits (B, K)."""
+        return torch.stack([member.presence_logits(x, region) for member in self.members]).mean(0)
+
+
 def build_detector(
     in_channels: int = 1,
     num_classes: int = 1,
@@ -144,6 +182,19 @@ def build_detector(
     coord_channels: bool = True,
     pooling: str = "lse",
     lse_r: float = 5.0,
-) -> PresenceDetector:
-    """Factory from plain kwargs, for ``_target_: medwss.detector.network.build_detector`` in bundle configs."""
-    return PresenceDetector(in_channels, num_classes, width, extra_blocks, coord_channels, pooling, lse_r)
+    members: int = 1,
+) -> PresenceDetector | DetectorEnsemble:
+    """Factory from plain kwargs, for ``_target_: medwss.detector.network.build_detector`` in bundle configs.
+
+    ``members`` > 1 builds a ``DetectorEnsemble`` of that many detectors (each trained from its own seed).
+    """
+    kwargs = {"in_channels": in_channels, "num_classes": num_classes, "width": width, "extra_blocks": extra_blocks,
+              "coord_channels": coord_channels, "pooling": pooling, "lse_r": lse_r}  # fmt: skip
+    if members > 1:
+        return DetectorEnsemble(members, **kwargs)
+    return PresenceDetector(**kwargs)
+
+
+def detector_members(model: nn.Module) -> list[PresenceDetector]:
+    """The detectors to train one by one: an ensemble's members, or the detector itself."""
+    return list(model.members) if isinstance(model, DetectorEnsemble) else [model]

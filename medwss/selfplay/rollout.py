@@ -19,7 +19,6 @@ from medwss.game.engine import BatchedGame
 from medwss.game.record import Phase
 from medwss.game.rules import GameRules
 
-
 STOPPING_RULES = ("step", "median")
 """When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
 the step where the policy, had it sampled, would have terminated with probability 0.5 by then (1 - prod(1 - p_t)

@@ -20,8 +20,12 @@ def data_root(tmp_path_factory):
 def test_detector_stage_exports_weights_note_and_curves(tmp_path, data_root):
     bundle = tiny_bundle(tmp_path)
     note = train_stage(bundle, "detector", overrides=tiny_overrides(data_root), run_dir=tmp_path / "runs")
-    run = tmp_path / "runs" / "detector"
-    assert (run / "checkpoint_final.pt").is_file() and (run / "progress.png").stat().st_size > 1000
+    # The shipped prostate detector is an ensemble of 3: each member trains in its own run folder, from its own seed.
+    runs = [tmp_path / "runs" / "detector" / f"member{k}" for k in range(3)]
+    assert all((run / "checkpoint_final.pt").is_file() for run in runs)
+    assert note["members"] == 3
+    run = runs[0]
+    assert (run / "progress.png").stat().st_size > 1000
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert (bundle / "models" / "detector.pt").is_file()
@@ -53,8 +57,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, m
 
     def stop_after_second_checkpoint(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # as if killed right after the epoch-2 checkpoint
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # as if killed right after the epoch-2 checkpoint of the second member
         return None
 
     monkeypatch.setattr("medwss.viz.curves.plot_progress", stop_after_second_checkpoint)
@@ -68,7 +72,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, m
     b = torch.load(resumed / "models" / "detector.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "runs" / "detector" / "metrics.jsonl").open()]
+    member = tmp_path / "b" / "runs" / "detector" / "member1"
+    steps = [json.loads(line)["step"] for line in (member / "metrics.jsonl").open()]
     assert steps == [1, 2, 3, 4]
 
 

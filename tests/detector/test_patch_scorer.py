@@ -129,3 +129,26 @@ def test_agent_features_refuse_planes_they_cannot_build(detector, slices):
         agent_features(encoder, slices, ungated, ("gate",))
     with pytest.raises(ValueError, match="position prior"):
         agent_features(encoder, slices, ungated, ("prior",))
+
+
+def test_ensemble_reads_as_the_mean_of_its_members(slices):
+    from medwss.detector.cam import cam_maps, normalise_maps
+    from medwss.detector.network import DetectorEnsemble, PresenceDetector, build_detector, detector_members
+
+    torch.manual_seed(0)
+    ensemble = build_detector(1, 1, 8, 0, True, "mean", members=3).eval()
+    assert isinstance(ensemble, DetectorEnsemble) and len(detector_members(ensemble)) == 3
+    assert isinstance(build_detector(1, 1, 8, members=1), PresenceDetector)
+    members = detector_members(ensemble)
+    assert not torch.equal(members[0].head.weight, members[1].head.weight)  # built from one stream: different inits
+    with torch.no_grad():
+        cells = torch.stack([m(slices) for m in members]).mean(0)
+        assert torch.allclose(ensemble(slices), cells)
+        logits = torch.stack([m.presence_logits(slices) for m in members]).mean(0)
+        assert torch.allclose(ensemble.presence_logits(slices), logits)
+    maps = torch.stack([cam_maps(m, slices) for m in members]).mean(0)
+    assert torch.allclose(cam_maps(ensemble, slices), normalise_maps(maps.unsqueeze(1))[:, 0], atol=1e-6)
+    assert ensemble.pooling == "mean" and ensemble.coord_channels is True
+    assert DetectorEncoder(ensemble, 4)(slices).shape == (3, 16, 4, 4)  # the first member's trunk
+    with pytest.raises(ValueError, match="at least 2"):
+        DetectorEnsemble(1)
