@@ -344,6 +344,28 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
             "ablations": ablations, "auc": auc, "chosen": chosen, "timing": timing, **extra}
 
 
+def with_borrowed(fold: dict, other: dict | None, source: Path | None) -> dict:
+    """``fold`` plus the supervised UNet row and the ablations of ``other`` (same test patients) where it has none.
+
+    Why: neither depends on this run's own choices being re-made (the UNet reads masks, not the detector), and both
+    cost as much CPU as the rest of a fold together; the report names the run they came from.
+    """
+    if other is None:
+        return fold
+    if sorted(other["patients"]["test"]) != sorted(fold["patients"]["test"]):
+        raise ValueError(f"{source}: fold {fold['fold']} has other test patients")
+    fold = dict(fold, dice=dict(fold["dice"]), borrowed=[])
+    if "supervised_unet" not in fold["dice"] and "supervised_unet" in other["dice"]:
+        fold["dice"]["supervised_unet"] = other["dice"]["supervised_unet"]
+        fold["borrowed"].append("supervised_unet")
+    if not fold.get("ablations") and other.get("ablations"):
+        fold["ablations"] = other["ablations"]
+        fold["ablation_baseline"] = {m: other["dice"][m] for m in ("rlsp", "score_rule") if m in other["dice"]}
+        fold["borrowed"].append("ablations")
+    fold["borrowed_from"] = str(source.name) if source else None
+    return fold
+
+
 # ------------------------------------------------------------------------------------------------------ report
 def summarise(folds: list[dict], key: str = "dice") -> dict[str, dict]:
     names = sorted({m for f in folds for m in f[key]})
@@ -380,8 +402,12 @@ def markdown(result: dict) -> str:
               "row except the two marked as reading masks.", ""]
     for task, res in result["tasks"].items():
         summ = res["summary"]
-        lines += [f"## {task} ({res['patients']} patients, {res['slices']} slices)", "",
-                  "| method | mean 3D Dice | 95% CI |", "|---|---:|---|"]
+        lines += [f"## {task} ({res['patients']} patients, {res['slices']} slices)", ""]
+        lent = sorted({f["borrowed_from"] for f in res["folds"] if "supervised_unet" in f.get("borrowed", [])})
+        if lent:
+            lines += [f"The supervised UNet row is read from `{lent[0]}`: the same folds and seed; it reads the masks "
+                      "and never the detector, so it does not depend on this run's detector.", ""]
+        lines += ["| method | mean 3D Dice | 95% CI |", "|---|---:|---|"]
         for m in sorted(summ, key=lambda k: -summ[k]["mean"]):
             lo, hi = summ[m]["ci95"]
             lines.append(f"| {METHODS.get(m, m)} | {summ[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} |")
@@ -397,10 +423,14 @@ def markdown(result: dict) -> str:
                          f"{f['rlsp_patches_per_slice']:.1f} ({f['rule_patches_per_slice']:.1f}) |")
         if res.get("ablations"):
             with_ablations = [f for f in res["folds"] if f["ablations"]]
-            base = summarise(with_ablations)
+            borrowed = [f for f in with_ablations if "ablations" in f.get("borrowed", [])]
+            base = summarise([dict(f, dice=f.get("ablation_baseline", f["dice"])) for f in with_ablations])
             fold_names = ", ".join(str(f["fold"]) for f in with_ablations)
-            lines += ["", f"Ablations (fold {fold_names}: same test patients, same detector; RLSP 3D Dice):", "",
-                      "| variant | mean | 95% CI | n |", "|---|---:|---|---:|"]
+            source = (f" Read from `{borrowed[0]['borrowed_from']}`: a run of the same folds whose detector was a "
+                      "single network (`members: 1`); its own RLSP and score-rule rows are the first two lines."
+                      if borrowed else "")
+            lines += ["", f"Ablations (fold {fold_names}: same test patients, same detector; RLSP 3D Dice).{source}",
+                      "", "| variant | mean | 95% CI | n |", "|---|---:|---|---:|"]
             for m in ("rlsp", "score_rule"):
                 lo, hi = base[m]["ci95"]
                 lines.append(f"| {METHODS[m]} (bundle setting) | {base[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} | "
@@ -451,11 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="skip folds already in cohort.partial.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--partial", type=Path, default=RESULTS / "cohort.partial.json", help="per-fold results file")
+    ap.add_argument("--borrow", type=Path, default=None,
+                    help="another run's per-fold file: take its supervised UNet row and its ablations for the same "
+                         "folds where this run has none (they are marked as borrowed in the report)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     partial_path = args.partial
     partial = json.loads(partial_path.read_text()) if args.resume and partial_path.is_file() else {}
+    borrowed = json.loads(args.borrow.read_text()) if args.borrow is not None else {}
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     result = {"tasks": {}}
     for task in args.tasks:
@@ -468,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds:
             key = f"{task}/{fold['fold']}"
             if key in partial:
-                done.append(partial[key])
+                done.append(with_borrowed(partial[key], borrowed.get(key), args.borrow))
                 continue
             if args.only is not None and fold["fold"] not in args.only:
                 continue

@@ -77,3 +77,16 @@ def test_summary_and_report_from_fold_results(bench):
     text = bench.markdown(result)
     assert "| RLSP (agent a alone, as `medwss segment`) | 0.600 |" in text
     assert "| grid=8 | 0.500 |" in text and "fold 0:" in text
+
+
+def test_borrowed_rows_fill_only_what_a_fold_lacks_and_must_match_its_patients(bench):
+    fold = {"fold": 0, "patients": {"test": ["a", "b"]}, "dice": {"rlsp": {"a": 0.5}}, "ablations": {}}
+    other = {"fold": 0, "patients": {"test": ["b", "a"]}, "dice": {"rlsp": {"a": 0.4}, "score_rule": {"a": 0.3},
+             "supervised_unet": {"a": 0.8}}, "ablations": {"grid=8": {"a": 0.2}}}
+    merged = bench.with_borrowed(fold, other, Path("other.json"))
+    assert merged["dice"]["rlsp"] == {"a": 0.5} and merged["dice"]["supervised_unet"] == {"a": 0.8}
+    assert merged["ablations"] == {"grid=8": {"a": 0.2}}
+    assert merged["ablation_baseline"] == {"rlsp": {"a": 0.4}, "score_rule": {"a": 0.3}}
+    assert merged["borrowed"] == ["supervised_unet", "ablations"] and "supervised_unet" not in fold["dice"]
+    with pytest.raises(ValueError, match="other test patients"):
+        bench.with_borrowed(fold, dict(other, patients={"test": ["c"]}), Path("other.json"))
