@@ -388,7 +388,11 @@ def git_state() -> dict:
 
 def markdown(result: dict) -> str:
     meta, lines = result["meta"], []
-    iterations = "" if meta["iterations"] is None else f" ({meta['iterations']} self-play iterations)"
+    iterations = "" if meta["iterations"] is None else f", {meta['iterations']} self-play iterations"
+    if meta.get("epochs") is not None:
+        iterations = f" ({meta['epochs']} detector epochs{iterations})"
+    elif iterations:
+        iterations = f" ({iterations[2:]})"
     lines += ["# Cohort cross-validation (held-out patients, real scans)", "",
               f"Commit {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}; torch "
               f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
@@ -522,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "slices": len(data), "ablations": summarise(done, "ablations")}
     result["meta"] = {"git": git_state(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                       "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
-                      "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations,
+                      "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations, "epochs": args.epochs,
                       "unet_epochs": args.unet_epochs, "python": platform.python_version()}
     complete = all(len(r["folds"]) == args.folds for r in result["tasks"].values())
     if not complete:

@@ -71,7 +71,9 @@ def test_inference_network_matches_training(name):
     net = inference["network_def"]
     assert net["observation"] == training["observation"]
     assert net["channels"] == training["channels"] and net["num_res_units"] == training["num_res_units"]
-    assert net["in_channels"] == 2 * detector["width"]
+    planes = yaml.safe_load((configs / "train_selfplay.yaml").read_text())["selfplay"].get("agent_planes") or []
+    assert net["in_channels"] == 2 * detector["width"] + len(planes)
+    assert (inference.get("agent_planes") or []) == planes
     assert inference["grid_size"] == common["grid_size"]
     assert inference["working_size"] == common["data"]["working_size"]
     assert inference["preset"] == common["data"]["preset"] and inference["region"] == common["data"]["region"]
