@@ -119,37 +119,105 @@ class Geometry:
 def read_sitk(path: str | Path, series_uid: str | None = None) -> Any:
     """Read a volume file or DICOM series folder as a SimpleITK image.
 
+    Before ITK reads a file, its size is checked against its header (``check_data_size``): ITK zero-fills a short
+    NIfTI and would hand back a scan with black slices. C-library diagnostics are kept off the terminal
+    (``medwss.runtime.quiet``) and the last of them goes into the one-line error.
+
     Raises:
-        MedwssError: missing, unreadable, or not an image.
+        MedwssError: missing, truncated, unreadable, complex-valued, or not an image.
     """
     import SimpleITK as sitk
+
+    from medwss.runtime.quiet import is_verbose, native_stderr
 
     p = Path(path)
     if not p.exists():
         raise MedwssError(p, "file not found")
+    sitk.ProcessObject.SetGlobalWarningDisplay(is_verbose())
     if p.is_dir():
+        from medwss.data.dicom import check_dicom_series
+
         files = dicom_series_files(p, series_uid)
+        check_dicom_series(p, files)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         reader.MetaDataDictionaryArrayUpdateOn()
         reader.LoadPrivateTagsOff()
-        try:
-            image = reader.Execute()
-        except RuntimeError as err:
-            raise MedwssError(p, f"cannot read DICOM series: {_first_line(err)}") from None
+        with native_stderr() as said:
+            try:
+                image = reader.Execute()
+            except RuntimeError as err:
+                raise MedwssError(p, f"cannot read DICOM series: {_first_line(err, said.last_line())}") from None
         modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
         if modality:
             image.SetMetaData("0008|0060", modality)
-        return image
+        return _refuse_complex(image, p)
+    if not p.is_file():
+        raise MedwssError(p, "not a regular file")
     if not volume_suffix(p) and p.suffix.lower() not in (".dcm", ".ima"):
         raise MedwssError(p, f"not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)")
-    try:
-        image = _drop_single_time_point(sitk.ReadImage(str(p)))
-    except RuntimeError as err:
-        raise MedwssError(p, f"unreadable or not an image: {_first_line(err)}") from None
+    check_data_size(p)
+    with native_stderr() as said:
+        try:
+            image = _drop_single_time_point(sitk.ReadImage(str(p)))
+        except RuntimeError as err:
+            raise MedwssError(p, f"unreadable, truncated or not an image: {_first_line(err, said.last_line())}") from None
+    image = _refuse_complex(image, p)
     if volume_suffix(p) in NIFTI_SUFFIXES and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         _check_nifti_finite(p)
     return image
+
+
+def _refuse_complex(image: Any, path: Path) -> Any:
+    """Complex voxels (raw k-space, phase data) have no one intensity; casting them to real would drop half."""
+    if "complex" in image.GetPixelIDTypeAsString().lower():
+        raise MedwssError(path, f"complex-valued voxels ({image.GetPixelIDTypeAsString()}); expected a real scan")
+    return image
+
+
+def check_data_size(path: Path) -> None:
+    """Refuse a NIfTI whose voxel data is shorter than its header says (a truncated download or copy).
+
+    ITK reads a short ``.nii`` or a truncated ``.nii.gz`` without a word and fills the rest with zeros; nibabel reads
+    the header alone, so the expected byte count costs nothing; a ``.nii.gz`` is decompressed once, in chunks.
+    MetaImage and NRRD readers report short data themselves.
+
+    Raises:
+        MedwssError: short data, a broken gzip stream, or an unreadable header.
+    """
+    if volume_suffix(path) not in NIFTI_SUFFIXES:
+        return
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        shape = header.get_data_shape()
+        expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError, zlib.error, TypeError) as err:
+        raise MedwssError(path, f"unreadable or not an image: {_plain(err, path)}") from None
+    try:
+        if volume_suffix(path) == ".nii":
+            actual = path.stat().st_size
+        else:
+            actual = 0
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    actual += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise MedwssError(path, f"truncated or corrupt gzip data: {_plain(err, path)}") from None
+    if actual < expected:
+        raise MedwssError(path, f"truncated: {actual} bytes where the header needs {expected}")
+
+
+def _plain(err: BaseException, path: Path | None = None) -> str:
+    """An exception as one short line, without the file name the error line already starts with."""
+    text = str(err)
+    if path is not None:
+        text = text.replace(f"File {path} ", "").replace(str(path), "the file")
+    return (" ".join(text.split()) or type(err).__name__)[:200]
 
 
 def _check_nifti_finite(path: Path) -> None:
@@ -157,8 +225,10 @@ def _check_nifti_finite(path: Path) -> None:
     ``validate_array`` never sees them; nibabel reads the stored values as they are.
 
     Raises:
-        MedwssError: NaN/Inf voxels.
+        MedwssError: NaN/Inf voxels, or data nibabel cannot read.
     """
+    import zlib
+
     import nibabel as nib
 
     try:
@@ -166,9 +236,8 @@ def _check_nifti_finite(path: Path) -> None:
         if image.get_data_dtype().kind not in "fc":
             return  # integers on disk (with or without a float scale) cannot hold NaN
         bad = int((~np.isfinite(np.asanyarray(image.dataobj))).sum())
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError) as err:
-        logger.warning("%s: could not check for NaN/Inf voxels with nibabel: %s", path, err)
-        return
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError, zlib.error) as err:
+        raise MedwssError(path, f"unreadable voxel data: {_plain(err, path)}") from None
     if bad:
         raise MedwssError(path, f"{bad} NaN/Inf voxels")
 
@@ -190,10 +259,13 @@ def _drop_single_time_point(image: Any) -> Any:
     return extract.Execute(image)
 
 
-def _first_line(err: Exception) -> str:
+def _first_line(err: Exception, native: str = "") -> str:
+    """The line of an ITK error that says what went wrong (they start with a file:line location), one line."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    # ITK messages start with a file:line location; the last line usually says what went wrong.
-    return (lines[-1] if lines else type(err).__name__)[:200]
+    # "Reason: No such file or directory" is ITK's errno left over from an unrelated call: not the cause.
+    lines = [ln for ln in lines if not ln.startswith("Reason:")]
+    text = native or (lines[-1] if lines else type(err).__name__)
+    return " ".join(text.split())[:200]
 
 
 def scalar_array(image: Any, path: str | Path) -> np.ndarray:
@@ -228,11 +300,15 @@ def validate_array(array: np.ndarray, path: str | Path, *, ndim: int = 3, allow_
         raise MedwssError(path, f"{array.ndim}D image where a {ndim}D volume is expected (shape {array.shape})")
     if array.size == 0 or 0 in array.shape:
         raise MedwssError(path, f"empty image (shape {array.shape})")
+    if array.size == 1:
+        raise MedwssError(path, "a single voxel, not a volume")
+    if np.iscomplexobj(array):
+        raise MedwssError(path, "complex-valued voxels; expected a real scan")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise MedwssError(path, f"{bad} NaN/Inf voxels")
     if not allow_constant and array.min() == array.max():
-        raise MedwssError(path, f"constant image (every voxel is {array.flat[0]})")
+        raise MedwssError(path, f"constant image (every voxel is {array.flat[0].item():g})")
 
 
 def read_volume_array(
