@@ -166,6 +166,9 @@ def segment(
     roi_mask: str | Path | None = None,
     overlay: bool = False,
     task: ProgressTask | None = None,
+    pattern: str | None = None,
+    spec: str | Path | None = None,
+    allow_modality_mismatch: bool = False,
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
@@ -173,11 +176,17 @@ def segment(
     ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
 
+    Every output is checked and claimed (``medwss.runtime.outputs``) before the first scan is read: a bad ``-o``
+    fails at once, and two processes never write the same file. In a folder, ``pattern`` (a glob) or a dataset
+    ``spec`` decides what is a scan (see ``find_scan_items``); masks keep the scans' sub-folders.
+
     Raises:
-        MedwssError: bad scans, masks, outputs or bundle.
+        MedwssError: bad scans, masks, outputs or bundle; a scan of another modality than the bundle's unless
+            ``allow_modality_mismatch``.
     """
     from medwss.inference.photo_training import is_photo_bundle
-    from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+    from medwss.inference.segment import Segmenter, find_scan_items, match_priors, output_paths
+    from medwss.runtime.outputs import claim_outputs
 
     if bundle is not None and is_photo_bundle(bundle):
         from medwss.errors import MedwssError
@@ -188,17 +197,20 @@ def segment(
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
-    scan_paths = find_scans([Path(s) for s in scans])
+    items = find_scan_items([Path(s) for s in scans], pattern, Path(spec) if spec else None)
+    scan_paths = [scan for scan, _ in items]
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
-    outs = output_paths(scan_paths, Path(out) if out else None, method)
-    segmenter = Segmenter(bundle or default_bundle(), method)
-    task.set_total(len(scan_paths))
-    written = []
-    for scan, prior, target in zip(scan_paths, priors, outs, strict=True):
-        task.describe(f"segmenting {scan.name}")
-        png = target.with_name(target.name.split(".nii")[0] + "_overlay.png") if overlay else None
-        written.append(segmenter.segment(scan, target, prior, png))
-        task.advance(1)
+    outs = output_paths(scan_paths, Path(out) if out else None, method, [folder for _, folder in items])
+    pngs = [t.with_name(t.name.split(".nii")[0] + "_overlay.png") if overlay else None for t in outs]
+    inputs = [*scan_paths, *(p for p in priors if p is not None)]
+    with claim_outputs([*outs, *(p for p in pngs if p is not None)], inputs):
+        segmenter = Segmenter(bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch)
+        task.set_total(len(scan_paths))
+        written = []
+        for scan, prior, target, png in zip(scan_paths, priors, outs, pngs, strict=True):
+            task.describe(f"segmenting {scan.name}")
+            written.append(segmenter.segment(scan, target, prior, png))
+            task.advance(1)
     return written
 
 

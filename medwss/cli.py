@@ -50,6 +50,9 @@ def user_errors(func: F) -> F:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from medwss.runtime.quiet import set_verbose
+
+    set_verbose(verbose)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         stream=sys.stderr,
@@ -152,18 +155,34 @@ def segment(
         Path | None, typer.Option(help="Organ prior mask (a file, or a folder of masks named like the scans).")
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <mask>_overlay.png.")] = False,
+    pattern: Annotated[
+        str | None, typer.Option(metavar="GLOB", help="Which files of a folder are scans, e.g. '*/t2.nii.gz'.")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Dataset spec whose image pattern says which files of a folder are scans.")
+    ] = None,
+    allow_modality_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-modality-mismatch", help="Segment a scan that looks like another modality than the bundle's."
+        ),
+    ] = False,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid."""
+    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid.
+
+    In a folder, label maps are skipped and per-patient sub-folders are searched; masks keep those sub-folders.
+    """
     from medwss import api
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
     with progress_task("segmenting", enabled=not no_progress) as task:
         written = api.segment(
-            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task
-        )
+            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task,
+            pattern=pattern, spec=spec, allow_modality_mismatch=allow_modality_mismatch,
+        )  # fmt: skip
     for path in written:
         typer.echo(f"wrote {path}")
 

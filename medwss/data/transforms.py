@@ -95,11 +95,11 @@ def intensity_transforms(preset: IntensityPreset, key: str = IMAGE) -> list[Tran
     if preset.modality == "CT":
         lo, hi = preset.window
         return [
-            CheckIntensityRanged(key),
+            CheckScand(key, "CT"),
             ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
         ]
     lower, upper = preset.percentiles
-    return [ScaleIntensityRangePercentilesd(key, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
+    return [CheckScand(key, preset.modality), ScaleIntensityRangePercentilesd(key, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
 
 
 def source_of(image: Any) -> str:
@@ -125,34 +125,57 @@ class LoadVolumed(LoadImaged):
         return super().__call__(data, reader or self.volume_reader)
 
 
-class CheckIntensityRanged(MapTransform):
-    """Refuse a scan for a CT preset when its values are clearly not Hounsfield units.
+class CheckScand(MapTransform):
+    """Refuse a scan the bundle cannot segment: a constant one, or one of another modality than it was trained on.
 
-    Rule: a CT of a body spans at least air or fat to soft tissue, hundreds of HU, so a value range under
-    ``min_range`` (50) HU, or all values within [0, 1] (an already normalised export), is not HU. A scan with no
-    value below 0 only logs a warning: air is about -1000 HU, but a tightly cropped scan may hold none, and a
-    missing rescale intercept cannot be told from it for sure.
+    Rules: a constant scan (all zero included) holds nothing to find. For a CT bundle, values must look like
+    Hounsfield units (``ct_range_problem``) and reach below 0 HU (air is about -1000, fat -100): an MR scan has no
+    negative values. For an MR bundle, values far below 0 (under -500) are CT air, not MR magnitude. A DICOM
+    modality tag that names another modality decides on its own. A user who knows better sets ``allow_mismatch``
+    (``medwss segment --allow-modality-mismatch``); a constant scan is refused always.
 
     Raises:
-        MedwssError: (image file, "values a..b do not look like CT Hounsfield units").
+        MedwssError: (image file, what is wrong and, for a mismatch, the flag that overrides it).
     """
 
-    def __init__(self, keys: str | Sequence[str], min_range: float = 50.0, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
+    OVERRIDE = "pass --allow-modality-mismatch to segment it anyway"
+
+    def __init__(
+        self, keys: str | Sequence[str], modality: str, min_range: float = 50.0, allow_mismatch: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=False)
+        self.modality = modality.upper()
         self.min_range = min_range
+        self.allow_mismatch = allow_mismatch
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            lo, hi = float(d[key].min()), float(d[key].max())
+            image, source = d[key], source_of(d[key])
+            lo, hi = float(image.min()), float(image.max())
+            if lo == hi:
+                raise MedwssError(source, f"constant image (every voxel is {lo:g}): nothing to segment")
+            problem = self.mismatch(lo, hi, str(getattr(image, "meta", {}).get("modality", "") or ""))
+            if problem and not self.allow_mismatch:
+                raise MedwssError(source, f"{problem}; {self.OVERRIDE}")
+            if problem:
+                logger.warning("%s: %s (allowed)", source, problem)
+        return d
+
+    def mismatch(self, lo: float, hi: float, tag: str) -> str | None:
+        """Why a scan with values ``lo..hi`` and DICOM modality ``tag`` does not fit this bundle, or None."""
+        tag = tag.strip().upper()
+        if tag in ("CT", "MR") and tag != self.modality:
+            return f"a {tag} scan (DICOM modality) for a bundle trained on {self.modality}"
+        if self.modality == "CT":
             problem = ct_range_problem(lo, hi, self.min_range)
             if problem:
-                raise MedwssError(source_of(d[key]), problem)
+                return f"{problem} (this bundle is trained on CT)"
             if lo >= 0.0:
-                logger.warning(
-                    "%s: no value below 0 HU (min %g); is the rescale intercept applied?", source_of(d[key]), lo
-                )
-        return d
+                return f"values {lo:g}..{hi:g} hold no negative Hounsfield unit: not CT (an MR scan?) for a CT bundle"
+        elif self.modality == "MR" and lo < -500.0:
+            return f"values {lo:g}..{hi:g} reach CT air (below -500): a CT scan for a bundle trained on MR"
+        return None
 
 
 class CheckGeometryd(MapTransform):

@@ -18,34 +18,93 @@ from medwss.errors import MedwssError
 logger = logging.getLogger(__name__)
 
 
-def find_scans(paths: Sequence[Path]) -> list[Path]:
-    """Expand files, folders of volume files and DICOM series folders into a sorted list of scans.
+LABEL_WORDS = frozenset(
+    {"label", "labels", "seg", "segmentation", "mask", "masks", "gt", "truth", "anatomy", "reader1", "reader2",
+     "roi", "annotation", "annotations", "rlsp", "cam", "single-agent", "prior", "liver", "tumor", "tumour", "gland"}
+)  # fmt: skip
+LABEL_FOLDERS = frozenset({"labelstr", "labelsts", "labels", "masks", "segmentations", "eval"})
+
+
+def looks_like_label(path: Path) -> bool:
+    """A file named like a label map or a medwss output (``t2_anatomy_reader1``, ``case_seg``, ``x_rlsp``)."""
+    import re
+
+    from medwss.data.io import strip_suffix
+
+    words = {w for w in re.split(r"[_.\-]+", strip_suffix(path).lower()) if w}
+    return bool(words & LABEL_WORDS) or path.parent.name.lower() in LABEL_FOLDERS
+
+
+def find_scans(
+    paths: Sequence[Path], pattern: str | None = None, spec: Path | None = None
+) -> list[Path]:
+    """``find_scan_items`` without the relative folders."""
+    return [scan for scan, _ in find_scan_items(paths, pattern, spec)]
+
+
+def find_scan_items(
+    paths: Sequence[Path], pattern: str | None = None, spec: Path | None = None
+) -> list[tuple[Path, Path]]:
+    """Expand files, folders and DICOM series folders into scans, each with its folder relative to the folder given
+    (so ``out/<patient>/t2.nii.gz`` keeps two patients' ``t2`` apart).
+
+    What counts as a scan in a folder: the files matching ``pattern`` (a glob relative to the folder, e.g.
+    ``'*/t2.nii.gz'``), else those of a dataset spec's image pattern, else those of an MSD ``dataset.json``
+    (imagesTr, imagesTs), else every volume file and DICOM series folder at any depth whose name does not look like
+    a label map or a medwss output (``looks_like_label``).
 
     Raises:
         MedwssError: a missing path, or a folder with no scan.
     """
     from medwss.data.io import dicom_series_ids, volume_suffix
 
-    scans: list[Path] = []
+    if spec is not None and pattern is None:
+        from medwss.data.datalist import DatasetSpec
+
+        image = DatasetSpec.load(spec).image
+        if image is None:
+            raise MedwssError(spec, "this spec names no image pattern ('image: {case}/...')")
+        pattern = image.replace("{case}", "*")
+    items: list[tuple[Path, Path]] = []
     for path in paths:
         p = Path(path)
         if not p.exists():
             raise MedwssError(p, "file not found")
-        if p.is_file():
-            scans.append(p)
-        elif dicom_series_ids(p):
-            scans.append(p)
+        if p.is_file() or dicom_series_ids(p):
+            items.append((p, Path()))
+            continue
+        if pattern is not None:
+            found = sorted(c for c in p.glob(pattern) if (c.is_file() and volume_suffix(c)) or c.is_dir())
+        elif (p / "dataset.json").is_file():
+            found = sorted(c for sub in ("imagesTr", "imagesTs") for c in (p / sub).glob("*") if volume_suffix(c))
         else:
-            found = sorted(
-                c
-                for c in p.iterdir()
-                if not c.name.startswith(".")
-                and ((c.is_file() and volume_suffix(c)) or (c.is_dir() and dicom_series_ids(c)))
-            )
-            if not found:
-                raise MedwssError(p, "no scans in this folder (NIfTI, MetaImage, NRRD or DICOM series)")
-            scans += found
-    return scans
+            found = _walk_scans(p)
+        if not found:
+            raise MedwssError(p, "no scans in this folder (NIfTI, MetaImage, NRRD or DICOM series)")
+        items += [(c, c.parent.relative_to(p)) for c in found]
+    return items
+
+
+def _walk_scans(folder: Path, depth: int = 4) -> list[Path]:
+    """Volume files and DICOM series folders under ``folder`` (a few levels deep), label maps left out."""
+    from medwss.data.io import dicom_series_ids, volume_suffix
+
+    found: list[Path] = []
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as err:
+        raise MedwssError(folder, f"cannot list this folder ({err.strerror})") from None
+    for c in children:
+        if c.name.startswith("."):
+            continue
+        if c.is_file() and volume_suffix(c) and not looks_like_label(c):
+            found.append(c)
+        elif c.is_dir() and c.name.lower() not in LABEL_FOLDERS:
+            if dicom_series_ids(c):
+                found.append(c)
+            elif depth > 0 and not c.is_symlink():
+                found += _walk_scans(c, depth - 1)
+    return found
 
 
 def match_priors(scans: Sequence[Path], roi: Path | None) -> list[Path | None]:
@@ -73,29 +132,31 @@ def match_priors(scans: Sequence[Path], roi: Path | None) -> list[Path | None]:
     return out
 
 
-def output_paths(scans: Sequence[Path], out: Path | None, method: str) -> list[Path]:
-    """Where each mask goes: ``out`` itself for one scan named *.nii(.gz), else ``out/<case>.nii.gz``; by default
-    ``./<case>_<method>.nii.gz`` (the current folder: input folders may be read-only, and inputs stay untouched).
+def output_paths(
+    scans: Sequence[Path], out: Path | None, method: str, folders: Sequence[Path] | None = None
+) -> list[Path]:
+    """Where each mask goes: ``out`` itself for one scan named *.nii(.gz), else ``out/<folder>/<case>.nii.gz``; by
+    default ``./<folder>/<case>_<method>.nii.gz`` (the current folder: input folders may be read-only, and inputs
+    stay untouched). ``folders`` are the scans' folders relative to the folder they were found in.
 
     Raises:
-        MedwssError: two scans with the same case id, or an output equal to an input.
+        MedwssError: two scans with the same output, or an output equal to an input.
     """
     from medwss.data.io import NIFTI_SUFFIXES, strip_suffix, volume_suffix
+    from medwss.runtime.outputs import check_output
 
+    folders = list(folders) if folders is not None else [Path()] * len(scans)
     if out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
         paths = [out]
     elif out is not None:
         if out.exists() and not out.is_dir():
             raise MedwssError(out, "for several scans, -o must be a folder")
-        paths = [out / f"{strip_suffix(s)}.nii.gz" for s in scans]
+        paths = [out / f / f"{strip_suffix(s)}.nii.gz" for s, f in zip(scans, folders, strict=True)]
     else:
-        paths = [Path(f"{strip_suffix(s)}_{method}.nii.gz") for s in scans]
-    if len({p.resolve() for p in paths}) != len(paths):
+        paths = [f / f"{strip_suffix(s)}_{method}.nii.gz" for s, f in zip(scans, folders, strict=True)]
+    resolved = [check_output(p, scans) for p in paths]
+    if len(set(resolved)) != len(paths):
         raise MedwssError(out or Path("."), "two scans share a case id; their masks would overwrite each other")
-    inputs = {Path(s).resolve() for s in scans}
-    for p in paths:
-        if p.resolve() in inputs:
-            raise MedwssError(p, "refusing to overwrite an input scan")
     return paths
 
 
@@ -111,8 +172,16 @@ class Segmenter:
         MedwssError: not a bundle, untrained bundle, bad method.
     """
 
-    def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        method: str = "rlsp",
+        overrides: dict[str, Any] | None = None,
+        *,
+        allow_modality_mismatch: bool = False,
+    ) -> None:
         from medwss.bundle.config import load_inference, parsed
+        from medwss.data.transforms import CheckScand
         from medwss.inference.inferer import METHODS
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
@@ -120,6 +189,9 @@ class Segmenter:
         self.region = str(parser["region"])
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
+        for transform in getattr(self.preprocessing, "transforms", ()):
+            if isinstance(transform, CheckScand):
+                transform.allow_mismatch = allow_modality_mismatch
 
     def segment(self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None) -> Path:
         """Segment one scan and write its mask (and an overlay PNG) atomically.

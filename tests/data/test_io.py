@@ -510,7 +510,7 @@ def test_failed_write_keeps_the_old_mask_and_leaves_no_partial_file(
         monkeypatch.setattr(io, "_write_nifti_like", half_written)
     else:
         monkeypatch.setattr(atomic.os, "replace", no_rename)  # the rename lives in medwss.runtime.atomic
-    with pytest.raises(OSError):
+    with pytest.raises(MedwssError, match="cannot write"):  # an OS error is the one-line user error
         write_mask(np.ones(image.shape, dtype=np.uint8), image, out)
     assert sorted(os.listdir(folder)) == ["mask.nii.gz", "scan.nii.gz"]
     assert out.read_bytes() == b"an older mask"
