@@ -87,6 +87,14 @@ def train_stage(
         runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage}
     if stage not in runners:
         raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: {', '.join(runners)})")
+    if restart:
+        from medwss.runtime.checkpoint import clear_checkpoints
+
+        # Up front, for every ensemble member: an interrupted restart must not leave the old run's checkpoints to
+        # be resumed by the next plain run.
+        removed = clear_checkpoints(stage_dir)
+        if removed:
+            logger.info("--restart: removed %d old checkpoint(s) under %s", len(removed), stage_dir)
     return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
 
 
@@ -139,13 +147,30 @@ def fit_detector(
     Writes ``metrics.jsonl``, ``checkpoint_latest.pt`` every ``detector#checkpoint_every`` epochs and
     ``checkpoint_final.pt`` at the end (plus ``progress.png`` when ``plot_title`` is given).
     """
-    from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+    from dataclasses import asdict
+
+    from medwss.runtime.checkpoint import (
+        FINAL,
+        LATEST,
+        check_provenance,
+        load_checkpoint,
+        provenance,
+        resume_point,
+        save_checkpoint,
+    )
     from medwss.runtime.metric_log import MetricLog
 
     log = MetricLog(stage_dir / "metrics.jsonl")
+    made_from = provenance(trainer.data_fingerprint(), asdict(trainer.settings), trainer.settings.seed)
     checkpoint = resume_point(stage_dir, restart)
     if checkpoint is not None:
-        trainer.load_state_dict(load_checkpoint(checkpoint)["trainer"])
+        state = load_checkpoint(checkpoint)
+        check_provenance(checkpoint, state, made_from, resumable=("epochs",))
+        try:
+            trainer.load_state_dict(state["trainer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise MedwssError(checkpoint, f"checkpoint does not fit this detector ({type(err).__name__}); "
+                                          "pass --restart to start over") from None  # fmt: skip
         log.truncate(trainer.epoch)
         logger.info("resumed the detector stage from %s at epoch %d", checkpoint, trainer.epoch)
     else:
@@ -160,7 +185,8 @@ def fit_detector(
         task.advance(1)
         if trainer.epoch % every == 0 or trainer.epoch == epochs:
             name = FINAL if trainer.epoch == epochs else LATEST
-            save_checkpoint({"trainer": trainer.state_dict(), "stage": "detector"}, stage_dir / name)
+            state = {"trainer": trainer.state_dict(), "stage": "detector", "provenance": made_from}
+            save_checkpoint(state, stage_dir / name)
             if plot_title is not None:
                 from medwss.viz.curves import plot_progress
 

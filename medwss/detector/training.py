@@ -238,6 +238,12 @@ class DetectorTrainer:
         return metrics
 
     # ---------------------------------------------------------------- resume (plumbing)
+    def data_fingerprint(self) -> str:
+        """A hash of the slices, labels and regions this trainer learns and validates on (checkpoint provenance)."""
+        from medwss.runtime.checkpoint import fingerprint
+
+        return fingerprint(self.train_data, self.val_data)
+
     def state_dict(self) -> dict:
         """All that a resumed run needs to continue exactly where this one stopped."""
         return {

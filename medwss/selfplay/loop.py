@@ -33,7 +33,16 @@ from medwss.agents.ppo import (
 from medwss.errors import MedwssError
 from medwss.game.record import EndReason
 from medwss.game.rules import GameRules
-from medwss.runtime.checkpoint import FINAL, LATEST, load_checkpoint, resume_point, save_checkpoint
+from medwss.runtime.checkpoint import (
+    FINAL,
+    LATEST,
+    check_provenance,
+    fingerprint,
+    load_checkpoint,
+    provenance,
+    resume_point,
+    save_checkpoint,
+)
 from medwss.runtime.metric_log import MetricLog
 from medwss.runtime.progress import ProgressTask
 from medwss.runtime.seeding import named_generator, restore_rng_states, rng_states, seed_everything
@@ -287,9 +296,15 @@ def train_selfplay(
     pool = OpponentPool(settings.pool_size, settings.snapshot_every)
     metric_log = MetricLog(run_dir / "metrics.jsonl")
     start_iteration, global_step = 0, 0
+    made_from = provenance(
+        fingerprint(data.images, data.scores, data.region, data.val_images, data.val_scores, data.val_region,
+                    data.val_masks, data.features, data.val_features),
+        dataclasses.asdict(settings), settings.seed,
+    )  # fmt: skip
     checkpoint = resume_point(run_dir, restart)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
+        check_provenance(checkpoint, state, made_from, resumable=RESUMABLE_CHANGES)
         _check_resumable(checkpoint, state, rules, settings)
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
@@ -313,7 +328,7 @@ def train_selfplay(
             "iteration": iteration, "global_step": global_step, "pool": pool.state_dict(),
             "metrics": metric_log.records(), "settings": dataclasses.asdict(settings),
             "rules": dataclasses.asdict(rules), "encoder": None if encoder is None else encoder_config(encoder),
-            "rng": rng_states(rngs) | {"actions": action_gen.get_state()},
+            "rng": rng_states(rngs) | {"actions": action_gen.get_state()}, "provenance": made_from,
         }, run_dir / name)  # fmt: skip
         plot_progress(metric_log.records(), run_dir / "progress.png", title="self-play")
 
@@ -389,8 +404,8 @@ def train_selfplay(
 def _check_resumable(path: Path, state: dict[str, Any], rules: GameRules, settings: SelfPlaySettings) -> None:
     """Refuse to continue a run under other rules or learning settings: the result would match neither."""
     if state["rules"] != dataclasses.asdict(rules):
-        raise MedwssError(path, "the checkpoint was made with other game rules; pass restart to start over")
+        raise MedwssError(path, "the checkpoint was made with other game rules; pass --restart to start over")
     ours = dataclasses.asdict(settings)
     changed = sorted(k for k, v in state["settings"].items() if ours.get(k) != v and k not in RESUMABLE_CHANGES)
     if changed:
-        raise MedwssError(path, f"the checkpoint was made with other settings ({', '.join(changed)}); pass restart")
+        raise MedwssError(path, f"the checkpoint was made with other settings ({', '.join(changed)}); pass --restart")
