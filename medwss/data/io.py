@@ -27,6 +27,12 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".ima", "")
 
 
+def plain(values: Any, digits: int = 4) -> str:
+    """Numbers for a message: '(0.9, 0.8, 3)', never numpy's 'np.float64(0.9)' reprs."""
+    flat = [float(v) for v in np.asarray(values, dtype=float).reshape(-1)]
+    return "(" + ", ".join(f"{round(v, digits):g}" for v in flat) + ")"
+
+
 def volume_suffix(path: str | Path) -> str:
     """The known suffix of ``path`` ('.nii.gz' counts as one), or '' when it has none we read."""
     name = Path(path).name.lower()
@@ -94,7 +100,7 @@ class Geometry:
         for name in ("spacing", "origin", "direction"):
             a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
             if not np.allclose(a, b, atol=atol, rtol=1e-5):
-                return f"{name} {tuple(np.round(b, 4))} differs from {tuple(np.round(a, 4))}"
+                return f"{name} {plain(b)} differs from {plain(a)}"
         return None
 
     def lps_affine(self) -> np.ndarray:
@@ -481,6 +487,49 @@ def _write_nifti_like(array: np.ndarray, source: Path, tmp: Path) -> None:
     # affine=None: nibabel keeps the header's sform and qform (and their codes) exactly as the reference has them.
     image = type(ref)(array, None, header=header)
     nib.save(image, str(tmp))
+    raw = _raw_header(source)
+    if raw is not None and np.any(np.asarray(raw["pixdim"][1:4]) < 0):
+        _restore_geometry_fields(raw, tmp)
+
+
+# The header fields ITK builds the grid from; nibabel rewrites a negative pixdim as its absolute value on saving,
+# and ITK reads a negative pixdim as a flipped axis, so a copied header would give the mask another direction.
+_GEOMETRY_FIELDS = ("pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")  # fmt: skip
+
+
+def _raw_header(source: Path) -> Any:
+    """The NIfTI-1 header of ``source`` as stored (nibabel's loader repairs a negative pixdim), or None."""
+    import gzip
+
+    import nibabel as nib
+
+    opener = gzip.open if source.name.endswith(".gz") else open
+    with opener(source, "rb") as f:
+        block = f.read(348)
+    for order in "<>":
+        dtype = nib.nifti1.header_dtype.newbyteorder(order)
+        if len(block) == 348 and int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) == 348:
+            return np.frombuffer(block, dtype=dtype)[0]
+    return None  # NIfTI-2 or not a header: nibabel's copy is all there is
+
+
+def _restore_geometry_fields(raw_header: Any, written: Path) -> None:
+    """Copy the reference's geometry fields byte for byte into the NIfTI header just written at ``written``."""
+    import gzip
+
+    ref_block = raw_header.tobytes()
+    fields = raw_header.dtype.fields
+    opener = gzip.open if written.name.endswith(".gz") else open
+    with opener(written, "rb") as f:
+        data = bytearray(f.read())
+    if data[:4] != ref_block[:4]:  # another byte order than the reference's: nothing to copy field by field
+        return
+    for name in _GEOMETRY_FIELDS:
+        dtype, offset = fields[name][:2]
+        data[offset : offset + dtype.itemsize] = ref_block[offset : offset + dtype.itemsize]
+    with opener(written, "wb") as f:
+        f.write(bytes(data))
 
 
 def _write_sitk(array: np.ndarray, geometry: Geometry, tmp: Path) -> None:

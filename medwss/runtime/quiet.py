@@ -20,14 +20,21 @@ logger = logging.getLogger("medwss")
 _verbose = False
 
 
+THIRD_PARTY_LOGGERS = ("monai", "nibabel", "PIL", "matplotlib", "torch", "SimpleITK", "pydicom", "highdicom")
+
+
 def set_verbose(verbose: bool) -> None:
-    """Show (True) or hide (False, the default) third-party warnings and C-library output for this process."""
+    """Show (True) or hide (False, the default) third-party warnings, logs and C-library output for this process."""
     global _verbose
     _verbose = verbose
-    if not verbose:
-        warnings.filterwarnings("ignore")  # MONAI's optional-codec notes, deprecations: not the user's business
-    else:
+    level = logging.NOTSET if verbose else logging.ERROR
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if verbose:
+        logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.NOTSET)
         warnings.resetwarnings()
+    else:
+        warnings.filterwarnings("ignore")  # deprecations and notes of libraries: not the user's business
 
 
 def is_verbose() -> bool:
