@@ -99,6 +99,8 @@ def check(
     if report.ok:
         typer.echo(f"ok: {report.target}: {report.summary}")
         return
+    if report.kind == "volume":  # one file, its one error line says it all
+        raise typer.Exit(2)
     typer.echo(f"{len(report.problems)} problem(s) in {report.target} ({report.items} {report.kind} items read)")
     raise typer.Exit(2)
 

@@ -67,7 +67,9 @@ def check_dicom_series(folder: Path, files: list[str], rtol: float = 0.1) -> Non
         # GDCM leaves out a file it cannot parse, so a corrupt slice would only show up as a gap: name it instead.
         if other.is_file() and other.suffix.lower() in (".dcm", ".ima", "") and other.resolve() not in listed:
             try:
-                pydicom.dcmread(other, stop_before_pixels=True)
+                ds = pydicom.dcmread(other)
+                if "PixelData" in ds:
+                    _check_pixel_data(ds)
             except (InvalidDicomError, OSError, ValueError, AttributeError, KeyError, TypeError, EOFError) as err:
                 problem = " ".join(str(err).split())[:120] or type(err).__name__
                 raise MedwssError(folder, f"slice {other.name} cannot be read ({problem})") from None

@@ -146,11 +146,16 @@ def output_paths(
     from medwss.runtime.outputs import check_output
 
     folders = list(folders) if folders is not None else [Path()] * len(scans)
+    if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
+        if out.exists() and not out.is_file():
+            raise MedwssError(out, "is not a regular file (a device, pipe or socket); choose another output")
+        if len(scans) > 1:
+            raise MedwssError(out, "for several scans, -o must be a folder")
+        if volume_suffix(out) not in NIFTI_SUFFIXES:
+            raise MedwssError(out, "masks are written as NIfTI: use a .nii.gz or .nii file name")
     if out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
         paths = [out]
     elif out is not None:
-        if out.exists() and not out.is_dir():
-            raise MedwssError(out, "for several scans, -o must be a folder")
         paths = [out / f / f"{strip_suffix(s)}.nii.gz" for s, f in zip(scans, folders, strict=True)]
     else:
         paths = [f / f"{strip_suffix(s)}_{method}.nii.gz" for s, f in zip(scans, folders, strict=True)]

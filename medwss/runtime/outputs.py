@@ -36,6 +36,8 @@ def check_output(out: Path, inputs: Iterable[Path] = ()) -> Path:
         raise MedwssError(out, "is a dangling or looping symbolic link; remove it or choose another output")
     if out.is_dir():
         raise MedwssError(out, "is a folder; give a file name")
+    if out.exists() and not out.is_file():
+        raise MedwssError(out, "is not a regular file (a device, pipe or socket); choose another output")
     for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
             raise MedwssError(out, f"cannot write under {parent}: it is a file, not a folder")
