@@ -204,6 +204,7 @@ def segment(
     pngs = [t.with_name(t.name.split(".nii")[0] + "_overlay.png") if overlay else None for t in outs]
     inputs = [*scan_paths, *(p for p in priors if p is not None)]
     with claim_outputs([*outs, *(p for p in pngs if p is not None)], inputs):
+        refuse_other_scans_masks(scan_paths, outs)
         segmenter = Segmenter(bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch)
         task.set_total(len(scan_paths))
         written = []
@@ -212,6 +213,24 @@ def segment(
             written.append(segmenter.segment(scan, target, prior, png))
             task.advance(1)
     return written
+
+
+def refuse_other_scans_masks(scans: list[Path], outs: list[Path]) -> None:
+    """Refuse to replace a mask that medwss wrote for another scan (two patients' ``t2.nii.gz`` into one folder,
+    by one process after the other or at once); a mask of the same scan is replaced (a rerun).
+
+    Raises:
+        MedwssError: naming the output and what to do.
+    """
+    from medwss.data.io import mask_source, source_tag
+    from medwss.errors import MedwssError
+
+    for scan, out in zip(scans, outs, strict=True):
+        if out.is_file():
+            existing = mask_source(out)
+            if existing is not None and existing != source_tag(scan):
+                raise MedwssError(out, f"holds the mask of another scan than {scan}; choose another output "
+                                       "(-o) or remove it")  # fmt: skip
 
 
 def default_bundle() -> Path:

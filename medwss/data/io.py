@@ -468,19 +468,50 @@ def write_mask(mask: Any, reference: Any, out_path: str | Path, dtype: Any = np.
         if low < info.min or high > info.max:
             raise ValueError(f"mask values {low}..{high} do not fit {np.dtype(dtype).name}; pass a wider dtype")
     array = array.astype(dtype)
+    tag = source_tag(source) if source is not None else ""
     with atomic_output(out) as tmp:
         if source is not None and volume_suffix(source) in NIFTI_SUFFIXES:
-            _write_nifti_like(array, source, tmp)
+            _write_nifti_like(array, source, tmp, tag)
         else:
-            _write_sitk(array, geometry, tmp)
+            _write_sitk(array, geometry, tmp, tag)
     return out
 
 
-def _write_nifti_like(array: np.ndarray, source: Path, tmp: Path) -> None:
+SOURCE_TAG = "medwss mask of "
+
+
+def source_tag(scan: str | Path) -> str:
+    """What a mask's NIfTI ``descrip`` says about its scan: a short hash of the scan's absolute path.
+
+    Two scans that share a file name (``p1/t2.nii.gz``, ``p2/t2.nii.gz``) give masks with the same name; the tag
+    lets ``medwss segment`` refuse to replace one scan's mask with another's (see ``mask_source``).
+    """
+    import hashlib
+
+    try:
+        where = str(Path(scan).resolve())
+    except (OSError, RuntimeError):
+        where = str(Path(scan).absolute())
+    return SOURCE_TAG + hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+def mask_source(path: str | Path) -> str | None:
+    """The source tag of an existing medwss mask at ``path``; None when it is no such mask (or unreadable)."""
+    import nibabel as nib
+
+    try:
+        descrip = bytes(nib.load(str(path)).header["descrip"]).split(b"\0")[0].decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - anything that is not a readable NIfTI header carries no tag
+        return None
+    return descrip if descrip.startswith(SOURCE_TAG) else None
+
+
+def _write_nifti_like(array: np.ndarray, source: Path, tmp: Path, tag: str = "") -> None:
     import nibabel as nib
 
     ref = nib.load(str(source))
     header = ref.header.copy()
+    header["descrip"] = tag.encode()[:79]
     header.set_data_dtype(array.dtype)
     header.set_slope_inter(1.0, 0.0)
     header["cal_min"], header["cal_max"] = 0, 0
@@ -532,10 +563,12 @@ def _restore_geometry_fields(raw_header: Any, written: Path) -> None:
         f.write(bytes(data))
 
 
-def _write_sitk(array: np.ndarray, geometry: Geometry, tmp: Path) -> None:
+def _write_sitk(array: np.ndarray, geometry: Geometry, tmp: Path, tag: str = "") -> None:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.transpose(array, tuple(range(array.ndim - 1, -1, -1))))
+    if tag:
+        image.SetMetaData("ITK_FileNotes", tag)  # ITK's NIfTI writer puts it in descrip
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)

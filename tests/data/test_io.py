@@ -498,7 +498,7 @@ def test_failed_write_keeps_the_old_mask_and_leaves_no_partial_file(
     out = folder / "mask.nii.gz"
     out.write_bytes(b"an older mask")
 
-    def half_written(array, source, tmp):
+    def half_written(array, source, tmp, *tag):
         Path(tmp).write_bytes(b"half a file")
         raise OSError("disk full")
 
