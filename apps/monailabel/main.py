@@ -33,6 +33,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 import medwss
 from medwss.errors import MedwssError
 from medwss.inference.inferer import METHODS
+from medwss.inference.label_safety import NOT_AVAILABLE, confined, host_problem
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ def find_bundles(root: Path) -> list[Path]:
         for p in root.iterdir()
         if (p / "configs" / "inference.yaml").is_file() and (p / "configs" / "metadata.json").is_file()
     )
+
+
+def not_available(what: str, value: Any) -> HTTPException:
+    """One answer (404) for a path outside the studies folder, a missing file and an unreadable one alike."""
+    return HTTPException(status_code=404, detail=f"{what} {str(value)[:200]!r}: {NOT_AVAILABLE}")
 
 
 def bad_request(problem: str) -> HTTPException:
@@ -154,7 +160,14 @@ class MedwssApp(MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        import sys
+
+        problem = host_problem(sys.argv, conf)
+        if problem:  # raised before any model is served: an open port without authentication reads the studies
+            logger.error(problem)
+            raise RuntimeError(problem)
         self.bundles_dir = Path(conf.get("bundles", DEFAULT_BUNDLES)).resolve()
+        self.studies_dir = Path(studies).resolve()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -184,13 +197,35 @@ class MedwssApp(MONAILabelApp):
         return {}
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """Add the study's organ prior (``labels/prior/<image id>``) unless the client uploaded one."""
+        """Confine ``image`` and ``label`` to the studies folder (and MONAI Label's uploads); add the study's organ
+        prior (``labels/prior/<image id>``) unless the client uploaded one.
+
+        Raises:
+            HTTPException: 404, one answer for a path outside the studies, a missing and an unreadable file.
+        """
+        request = self.confine(request, datastore or self.datastore())
         task = self._infers.get(request.get("model", ""))
         if isinstance(task, MedwssInferTask) and not request.get("label") and isinstance(request.get("image"), str):
             prior = self.prior_of(request["image"], datastore or self.datastore(), refresh=task.needs_prior)
             if prior:
                 request = {**request, "label": prior}
         return super().infer(request, datastore)
+
+    def confine(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Check the request's ``image`` (a study id or path) and ``label`` (a path) against the studies folder."""
+        image = request.get("image")
+        if isinstance(image, str):
+            if "/" in image or "\\" in image or Path(image).exists():
+                if confined(image, self.studies_dir) is None:
+                    raise not_available("image", image)
+            else:
+                uri = datastore.get_image_uri(image) if image else ""
+                if not uri or confined(str(uri), self.studies_dir) is None:
+                    raise not_available("image", image)
+        label = request.get("label")
+        if isinstance(label, str) and label and confined(label, self.studies_dir) is None:
+            raise not_available("label", label)
+        return request
 
     @staticmethod
     def prior_of(image_id: str, datastore: Datastore, refresh: bool = False) -> str | None:

@@ -192,3 +192,29 @@ def test_a_prior_saved_after_start_up_is_found(server, tmp_path):
 
     (expected,) = segment([LATE], tmp_path / "cli.nii.gz", bundle=REPO / "bundles/liver_tumour", roi_mask=LATE_PRIOR)
     assert np.array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(sitk.ReadImage(str(expected))))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "/etc/passwd",  # exists, outside the studies folder
+        "/etc/no-such-file",  # missing, outside
+        "../../../../etc/hostname",  # relative escape
+        "no_such_study",  # an id the datastore does not know
+    ],
+)
+def test_paths_outside_the_studies_are_answered_like_missing_ones(server, image):
+    """``image`` (query) and ``label`` (params) reach only the studies folder; every refusal reads the same, so the
+    answer does not tell whether a server path exists."""
+    from urllib.parse import quote
+
+    response = requests.post(f"{server['url']}/infer/prostate?image={quote(image)}&output=image", timeout=60)
+    assert response.status_code == 404
+    assert "no readable study with this id or path" in response.json()["detail"]
+    label = requests.post(
+        f"{server['url']}/infer/prostate?image=prostate158_001&output=image",
+        data={"params": json.dumps({"label": image})},
+        timeout=60,
+    )
+    assert label.status_code == 404
+    assert "no readable study with this id or path" in label.json()["detail"]
