@@ -274,8 +274,8 @@ def _first_line(err: Exception, native: str = "") -> str:
     return " ".join(text.split())[:200]
 
 
-def scalar_array(image: Any, path: str | Path) -> np.ndarray:
-    """The (x, y, z) voxel array of a one-component image.
+def scalar_array(image: Any, path: str | Path, dtype: Any = None) -> np.ndarray:
+    """The (x, y, z) voxel array of a one-component image (converted to ``dtype`` in the same copy, if given).
 
     Raises:
         MedwssError: a vector or RGB image (several components per voxel).
@@ -283,15 +283,20 @@ def scalar_array(image: Any, path: str | Path) -> np.ndarray:
     components = image.GetNumberOfComponentsPerPixel()
     if components != 1:
         raise MedwssError(path, f"{components} components per voxel; expected a scalar image")
-    return sitk_to_array(image)
+    return sitk_to_array(image, dtype)
 
 
-def sitk_to_array(image: Any) -> np.ndarray:
-    """Voxel array laid out (x, y, z), the index order of the affine (SimpleITK gives (z, y, x))."""
+def sitk_to_array(image: Any, dtype: Any = None) -> np.ndarray:
+    """Voxel array laid out (x, y, z), the index order of the affine (SimpleITK gives (z, y, x)).
+
+    With ``dtype`` the voxels are converted while copying out of the ITK buffer: one copy of the volume instead of
+    three (ITK's array, the reordered one, the converted one), which on a 600-slice CT is 1.2 GB less at the peak.
+    """
     import SimpleITK as sitk
 
-    array = sitk.GetArrayFromImage(image)
-    return np.ascontiguousarray(np.transpose(array, tuple(range(array.ndim - 1, -1, -1))))
+    view = sitk.GetArrayViewFromImage(image)  # no copy: valid while ``image`` lives
+    reordered = np.transpose(view, tuple(range(view.ndim - 1, -1, -1)))
+    return np.array(reordered, dtype=dtype or view.dtype, order="C", copy=True)
 
 
 def validate_array(array: np.ndarray, path: str | Path, *, ndim: int = 3, allow_constant: bool = False) -> None:
@@ -430,12 +435,42 @@ def reference_geometry(reference: Any) -> tuple[Geometry, Path | None]:
     if isinstance(reference, Geometry):
         return reference, None
     if isinstance(reference, str | Path):
-        return Geometry.of(read_sitk(reference)), Path(reference)
+        return header_geometry(reference), Path(reference)
     meta = getattr(reference, "meta", {})
     if "geometry" not in meta:
         raise ValueError("reference has no 'geometry' in its meta; load it with medwss.data.io")
     source = meta.get("filename_or_obj")
     return Geometry.from_meta(meta["geometry"]), Path(source) if source else None
+
+
+def header_geometry(path: str | Path) -> Geometry:
+    """The grid of a volume file from its header alone (no voxels read: a 600-slice CT costs no memory here); a
+    DICOM folder or a 4D file with one time point is read whole, as ``read_sitk`` does.
+
+    Raises:
+        MedwssError: as ``read_sitk``.
+    """
+    import SimpleITK as sitk
+
+    from medwss.runtime.quiet import native_stderr
+
+    p = Path(path)
+    if p.is_file() and volume_suffix(p):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        with native_stderr() as said:
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError as err:
+                raise MedwssError(p, f"unreadable or not an image: {_first_line(err, said.last_line())}") from None
+        if reader.GetDimension() == 3:
+            return Geometry(
+                tuple(int(v) for v in reader.GetSize()),
+                tuple(float(v) for v in reader.GetSpacing()),
+                tuple(float(v) for v in reader.GetOrigin()),
+                tuple(float(v) for v in reader.GetDirection()),
+            )
+    return Geometry.of(read_sitk(p))
 
 
 def write_mask(mask: Any, reference: Any, out_path: str | Path, dtype: Any = np.uint8) -> Path:

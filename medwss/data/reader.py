@@ -31,6 +31,10 @@ class SimpleITKReader(ImageReader):
     def __init__(self, series_uid: str | None = None) -> None:
         super().__init__()
         self.series_uid = series_uid
+        # LoadVolumed's lean path: scans come out as float32 (converted in the one copy out of ITK), the paths in
+        # keep_dtype (masks) with their stored integers. Off, every file keeps its stored dtype (LoadImage converts).
+        self.scans_as_float32 = False
+        self.keep_dtype: set[str] = set()
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         names = [filename] if isinstance(filename, str | os.PathLike) else list(filename)
@@ -42,16 +46,27 @@ class SimpleITKReader(ImageReader):
                 raise ValueError("SimpleITKReader reads one volume per call")
             data = data[0]
         try:
-            return read_sitk(data, self.series_uid), str(data)
+            # A list, not a tuple: get_data takes the ITK image out of it, so its buffer is freed as soon as the
+            # voxels are copied out (LoadImage keeps what read returned until it returns).
+            return [read_sitk(data, self.series_uid), str(data)]
         except MedwssError as err:
-            return err, str(data)
+            return [err, str(data)]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """The voxels (x, y, z) and meta of a read image (float32 for a scan when ``scans_as_float32``; a file in
+        ``keep_dtype``, a label map or prior, keeps its integers: a uint8 mask as float32 takes four times the
+        memory)."""
         image, path = img
+        img[0] = None
         if isinstance(image, MedwssError):
             raise image
-        array = scalar_array(image, path)
-        validate_array(array, path, allow_constant=True)
+        if image.GetNumberOfComponentsPerPixel() == 1:
+            import SimpleITK as sitk
+
+            view = sitk.GetArrayViewFromImage(image)  # checked in place, before any copy
+            validate_array(np.transpose(view, tuple(range(view.ndim - 1, -1, -1))), path, allow_constant=True)
+        as_float = self.scans_as_float32 and str(path) not in self.keep_dtype
+        array = scalar_array(image, path, np.float32 if as_float else None)
         geometry = Geometry.of(image)
         affine = geometry.ras_affine()
         meta = {

@@ -258,5 +258,5 @@ def invert_to_original(
     with allow_missing_keys_mode(transforms):
         inverted = transforms.inverse({image_key: inputs})[image_key]
     if not dtype.is_floating_point:
-        inverted = inverted.round()
+        inverted = inverted.round_()  # in place: the full-size float volume is not copied once more
     return inverted.to(dtype)

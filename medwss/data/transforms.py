@@ -94,12 +94,28 @@ def intensity_transforms(preset: IntensityPreset, key: str = IMAGE) -> list[Tran
     """The preset as MONAI transforms on ``key``: range check (CT), then scaling to [0, 1] with clipping."""
     if preset.modality == "CT":
         lo, hi = preset.window
-        return [
-            CheckScand(key, "CT"),
-            ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
-        ]
+        return [CheckScand(key, "CT"), WindowIntensityd(key, lo, hi)]
     lower, upper = preset.percentiles
     return [CheckScand(key, preset.modality), ScaleIntensityRangePercentilesd(key, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
+
+
+class WindowIntensityd(MapTransform):
+    """Map the HU window [lo, hi] to [0, 1] and clip, in place on a float tensor (MONAI's ScaleIntensityRanged makes
+    two new copies: on a 600-slice CT, 1.2 GB). Same values as ``ScaleIntensityRanged(lo, hi, 0, 1, clip=True)``."""
+
+    def __init__(self, keys: str | Sequence[str], lo: float, hi: float, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if not (isinstance(image, torch.Tensor) and image.is_floating_point()):
+                image = torch.as_tensor(image, dtype=torch.float32) if not isinstance(image, MetaTensor) else image.float()
+            image.sub_(self.lo).div_(self.hi - self.lo).clamp_(0.0, 1.0)
+            d[key] = image
+        return d
 
 
 def source_of(image: Any) -> str:
@@ -115,13 +131,25 @@ class LoadVolumed(LoadImaged):
     unreadable, ...) reach the user instead.
     """
 
-    def __init__(self, keys: str | Sequence[str], series_uid: str | None = None, allow_missing_keys: bool = True):
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        series_uid: str | None = None,
+        allow_missing_keys: bool = True,
+        mask_keys: Sequence[str] = (),
+    ):
         self.volume_reader = SimpleITKReader(series_uid)
+        self.volume_reader.scans_as_float32 = True
+        self.mask_keys = tuple(mask_keys)
         with warnings.catch_warnings():  # LoadImage builds all default readers; the DICOM codec one warns if unused
             warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-            super().__init__(keys, reader=self.volume_reader, image_only=True, allow_missing_keys=allow_missing_keys)
+            # dtype=None: the reader already gives float32 scans (converted in its one copy) and integer masks.
+            super().__init__(
+                keys, reader=self.volume_reader, image_only=True, allow_missing_keys=allow_missing_keys, dtype=None
+            )
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        self.volume_reader.keep_dtype = {str(data[k]) for k in self.mask_keys if isinstance(data.get(k), str | Path)}
         return super().__call__(data, reader or self.volume_reader)
 
 
@@ -281,7 +309,7 @@ def volume_transforms(
     mask_only = [CheckGeometryd(mask_keys, ref_key=image_key)] if mask_keys else []
     return Compose(
         [
-            LoadVolumed(spatial_keys),
+            LoadVolumed(spatial_keys, mask_keys=mask_keys),
             EnsureChannelFirstd(spatial_keys, allow_missing_keys=True),
             *mask_only,
             AddSliceIndexd(image_key),
