@@ -49,9 +49,11 @@ def confined(value: str, studies: Path, uploads: Path | None = None) -> Path | N
 def host_problem(argv: Sequence[str], conf: Mapping[str, str]) -> str | None:
     """Why the server must not serve with this command line, or None: it listens beyond this machine (MONAI Label's
     default host is 0.0.0.0) and ``allow_remote`` is not set."""
-    host = "0.0.0.0"
+    if "start_server" not in argv:  # not MONAI Label's command line (a spawned worker, an embedding): not judged
+        return None
+    host = "0.0.0.0"  # MONAI Label's default
     for i, arg in enumerate(argv):
-        if arg in ("--host", "-h") and i + 1 < len(argv):
+        if arg in ("--host", "-i") and i + 1 < len(argv):
             host = argv[i + 1]
         elif arg.startswith("--host="):
             host = arg.split("=", 1)[1]

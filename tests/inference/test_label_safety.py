@@ -45,3 +45,5 @@ def test_server_listens_on_loopback_unless_told_otherwise():
     assert "0.0.0.0" in host_problem(base, {})  # MONAI Label's default host
     assert "--host 127.0.0.1" in host_problem([*base, "--host", "0.0.0.0"], {})
     assert host_problem([*base, "--host", "0.0.0.0"], {"allow_remote": "true"}) is None
+    assert host_problem([*base, "-i", "127.0.0.1"], {}) is None  # MONAI Label's short option
+    assert "10.0.0.5" in host_problem([*base, "-i", "10.0.0.5"], {})
