@@ -60,13 +60,19 @@ class SimpleITKReader(ImageReader):
         img[0] = None
         if isinstance(image, MedwssError):
             raise image
+        dtype = None
         if image.GetNumberOfComponentsPerPixel() == 1:
             import SimpleITK as sitk
 
             view = sitk.GetArrayViewFromImage(image)  # checked in place, before any copy
             validate_array(np.transpose(view, tuple(range(view.ndim - 1, -1, -1))), path, allow_constant=True)
-        as_float = self.scans_as_float32 and str(path) not in self.keep_dtype
-        array = scalar_array(image, path, np.float32 if as_float else None)
+            if self.scans_as_float32:
+                mask = str(path) in self.keep_dtype
+                # A mask of labels 0..255 as uint8 (torch resizes uint8 by nearest neighbour without a float copy);
+                # other masks and every scan as float32.
+                small = mask and view.dtype.kind in "iub" and view.size and view.min() >= 0 and view.max() <= 255
+                dtype = np.uint8 if small else np.float32
+        array = scalar_array(image, path, dtype)
         geometry = Geometry.of(image)
         affine = geometry.ras_affine()
         meta = {

@@ -19,6 +19,7 @@ from monai.data import CacheDataset, MetaTensor
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    InvertibleTransform,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
@@ -227,13 +228,17 @@ def stack_slices(pred_slices: torch.Tensor | np.ndarray) -> torch.Tensor:
     return pred.permute(1, 2, 3, 0).contiguous()
 
 
-def _mask_modes(ops: list) -> list:
+def _mask_modes(ops: list, keep_dtype: bool = False) -> list:
     """Interpolation for masks when inverting: 'nearest-exact' for resizes (pixel-centre aligned, like the forward
-    pass), 'nearest' for grid-sampling transforms, which know no 'nearest-exact'."""
+    pass), 'nearest' for grid-sampling transforms, which know no 'nearest-exact'. With ``keep_dtype`` resizes
+    compute in the mask's own dtype (uint8: torch resizes it by nearest neighbour exactly, with no float copy)."""
     out = []
     for op in ops:
-        mode = "nearest-exact" if op.get("class") in ("Resize", "Resized") else "nearest"
-        out.append(convert_applied_interp_mode(op, mode=mode, align_corners=None))
+        resize = op.get("class") in ("Resize", "Resized")
+        op = convert_applied_interp_mode(op, mode="nearest-exact" if resize else "nearest", align_corners=None)
+        if resize and keep_dtype and isinstance(op.get("extra_info"), dict) and "dtype" in op["extra_info"]:
+            op["extra_info"]["dtype"] = None
+        out.append(op)
     return out
 
 
@@ -253,10 +258,21 @@ def invert_to_original(
             f"prediction shape {tuple(pred.shape)} does not match the image's {tuple(processed_image.shape)}"
         )
     dtype = pred.dtype
-    inputs = MetaTensor(pred.detach().float(), meta=deepcopy(processed_image.meta))
-    inputs.applied_operations = _mask_modes(deepcopy(processed_image.applied_operations))
+    # A mask of small labels is inverted as uint8, one transform at a time, cast back to uint8 after each (MONAI's
+    # inverse resize hands back float32): the full-size volume never exists as two float32 copies (resize, flip).
+    small_labels = not dtype.is_floating_point and (
+        pred.numel() == 0 or (int(pred.min()) >= 0 and int(pred.max()) < 256)
+    )
+    work = torch.uint8 if small_labels else torch.float32
+    inputs = MetaTensor(pred.detach().to(work), meta=deepcopy(processed_image.meta))
+    inputs.applied_operations = _mask_modes(deepcopy(processed_image.applied_operations), keep_dtype=small_labels)
+    data = {image_key: inputs}
     with allow_missing_keys_mode(transforms):
-        inverted = transforms.inverse({image_key: inputs})[image_key]
-    if not dtype.is_floating_point:
+        for t in reversed([t for t in transforms.flatten().transforms if isinstance(t, InvertibleTransform)]):
+            data = t.inverse(data)
+            if small_labels and data[image_key].dtype != work:
+                data[image_key] = data[image_key].to(work)
+    inverted = data[image_key]
+    if not dtype.is_floating_point and inverted.is_floating_point():
         inverted = inverted.round_()  # in place: the full-size float volume is not copied once more
     return inverted.to(dtype)

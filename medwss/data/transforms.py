@@ -320,6 +320,8 @@ def volume_transforms(
                 spatial_keys,
                 spatial_size=(working_size, working_size, -1),
                 mode=[image_mode] + ["nearest-exact"] * len(mask_keys),
+                # Masks resize in their own dtype (uint8 or float32 from the reader): no full-size float copy.
+                dtype=[torch.float32] + [None] * len(mask_keys),
                 allow_missing_keys=True,
             ),
             EnsureTyped(image_key, dtype=torch.float32),
