@@ -167,7 +167,8 @@ def read_sitk(path: str | Path, series_uid: str | None = None) -> Any:
         try:
             image = _drop_single_time_point(sitk.ReadImage(str(p)))
         except RuntimeError as err:
-            raise MedwssError(p, f"unreadable, truncated or not an image: {_first_line(err, said.last_line())}") from None
+            problem = _first_line(err, said.last_line())
+            raise MedwssError(p, f"unreadable, truncated or not an image: {problem}") from None
     image = _refuse_complex(image, p)
     if volume_suffix(p) in NIFTI_SUFFIXES and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         _check_nifti_finite(p)
@@ -201,7 +202,8 @@ def check_data_size(path: Path) -> None:
     try:
         header = nib.load(str(path)).header
         shape = header.get_data_shape()
-        expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+        voxels = int(np.prod(shape, dtype=np.int64))
+        expected = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
     except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError, zlib.error, TypeError) as err:
         raise MedwssError(path, f"unreadable or not an image: {_plain(err, path)}") from None
     try:

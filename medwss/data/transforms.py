@@ -29,7 +29,6 @@ from monai.transforms import (
     MapTransform,
     Orientationd,
     Resized,
-    ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
     Transform,
 )
@@ -96,7 +95,10 @@ def intensity_transforms(preset: IntensityPreset, key: str = IMAGE) -> list[Tran
         lo, hi = preset.window
         return [CheckScand(key, "CT"), WindowIntensityd(key, lo, hi)]
     lower, upper = preset.percentiles
-    return [CheckScand(key, preset.modality), ScaleIntensityRangePercentilesd(key, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
+    return [
+        CheckScand(key, preset.modality),
+        ScaleIntensityRangePercentilesd(key, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True),
+    ]
 
 
 class WindowIntensityd(MapTransform):
@@ -111,8 +113,10 @@ class WindowIntensityd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            if not (isinstance(image, torch.Tensor) and image.is_floating_point()):
-                image = torch.as_tensor(image, dtype=torch.float32) if not isinstance(image, MetaTensor) else image.float()
+            if isinstance(image, MetaTensor) and not image.is_floating_point():
+                image = image.float()
+            elif not (isinstance(image, torch.Tensor) and image.is_floating_point()):
+                image = torch.as_tensor(image, dtype=torch.float32)
             image.sub_(self.lo).div_(self.hi - self.lo).clamp_(0.0, 1.0)
             d[key] = image
         return d

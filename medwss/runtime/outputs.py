@@ -62,9 +62,8 @@ def _take_lock(out: Path) -> Path:
             except (OSError, ValueError):
                 holder = 0
             if holder and pid_alive(holder):
-                raise MedwssError(
-                    out, f"is being written by another medwss process (pid {holder}); wait for it or choose another output"
-                ) from None
+                problem = f"is being written by another medwss process (pid {holder})"
+                raise MedwssError(out, f"{problem}; wait for it or choose another output") from None
             with contextlib.suppress(OSError):
                 lock.unlink()  # left by a killed run
             continue

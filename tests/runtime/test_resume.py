@@ -45,7 +45,8 @@ CHILD = textwrap.dedent(
     import medwss.selfplay.loop as loop
     from medwss.bundle.stages import train_stage
 
-    bundle, stage, run_dir, overrides, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+    bundle, stage, run_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    overrides, kill_after = json.loads(sys.argv[4]), int(sys.argv[5])
     real, saves = ckpt.save_checkpoint, []
 
     def save_then_die(state, path):
