@@ -1,4 +1,4 @@
-"""Photo benchmarks (COCO sample, PASCAL VOC): RLSP vs Grad-CAM++ vs the single agent (0.8), semantic mIoU on held-out photos.
+"""Photo benchmarks (COCO sample, PASCAL VOC): RLSP vs Grad-CAM++ vs the single agent (0.8), held-out mIoU.
 
 ``--task coco`` (default). Data: the 144 COCO train2017 photos in ``shared/data/coco`` (see its README), all 80
 categories. The photo bundle's seeded image-level split (``medwss.inference.photo_training.photo_splits``, seed 0):
@@ -20,6 +20,8 @@ Classes get a game either when the detector's image probability reaches the gate
 validation photos' image labels by micro-F1: "detector gate") or when the image label says so ("label gate": the
 usual weakly-supervised pseudo-mask setting, image labels known).
 Grad-CAM++'s map threshold is chosen on the validation photos by mIoU; the single agent stops below 0.8 (RLSP §5).
+RLSP is agent a alone, stopping when P(terminate) passes 0.5 ("rlsp") or at the median of its own sampled
+stopping time ("rlsp median stop", ``medwss.selfplay.rollout.STOPPING_RULES``).
 References: all background; the whole photo (every labelled class takes every patch, overlaps go to the class
 with the higher detector patch score): what image labels alone give; and the oracle patch mask at G = 8 (each
 labelled class takes the patches at least half covered by it): the ceiling of any 8 x 8 patch method. The
@@ -50,7 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medwss.bundle.config import load_config, parse_overrides, parsed, stage_config_file, stages_of
+from medwss.agents.policy import AgentPolicy
+from medwss.bundle.config import load_config, parse_overrides, stage_config_file, stages_of
 from medwss.bundle.selfplay_stage import game_rules
 from medwss.data.natural.classes import class_names
 from medwss.data.natural.dataset import resize_labels
@@ -197,8 +200,8 @@ def main() -> None:
         sys.exit("the bundle's detector was trained with another held-out split: run with --train")
     detector = load_photo_detector(config, bundle)
     rules = game_rules(config)
-    inference = load_config(bundle, [bundle / "configs" / "inference.yaml"])
-    policy = load_weights(parsed(inference, "network_def"), bundle / "models" / "model.pt")
+    policy_note = json.loads((bundle / "models" / "policy.json").read_text())
+    policy = load_weights(AgentPolicy(**policy_note["policy"]), bundle / "models" / "model.pt")  # as trained
     num_classes = len(names) + 1
     size = photos.images.shape[-1]
 
@@ -222,14 +225,15 @@ def main() -> None:
     # ------------------------------------------------------------------------------------------ every row, val and test
     rows, per_class = [], {}
     for gate_name in ("detector", "labels"):
-        for method in ("rlsp", "single-agent", "cam"):
+        for method in ("rlsp", "rlsp median stop", "single-agent", "cam"):
             row = {"gate": gate_name, "method": method}
             for set_name, (images, labels, masks) in sets.items():
                 present = None if gate_name == "detector" else labels
-                inferer = PhotoInferer(detector, rules, method, gate_threshold=gate_t, threshold=0.8,
-                                       cam_threshold=cam_t)  # fmt: skip
+                stopping = "median" if "median" in method else "step"
+                inferer = PhotoInferer(detector, rules, method.split()[0], gate_threshold=gate_t, threshold=0.8,
+                                       cam_threshold=cam_t, stopping=stopping)  # fmt: skip
                 started = time.perf_counter()
-                maps = inferer.segment(images, policy if method == "rlsp" else None, present)
+                maps = inferer.segment(images, policy if method.startswith("rlsp") else None, present)
                 seconds = time.perf_counter() - started
                 result = scores(full_size(maps, masks), masks, num_classes)
                 row[f"{set_name}_miou"], row[f"{set_name}_mdice"] = result["miou"], result["mdice"]
@@ -272,7 +276,6 @@ def main() -> None:
                   "games_per_image": float(gated.sum(1).float().mean()),
                   "labels_per_image": float(test_labels.sum(1).float().mean())}  # fmt: skip
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    policy_note = json.loads((bundle / "models" / "policy.json").read_text())
     label_names = ["background", *class_names(str(config["data"]["class_set"]))]
     top = {
         key: {label_names[k]: float(v[k]) for k in np.argsort(-np.nan_to_num(v, nan=-1))[:5] if math.isfinite(v[k])}
@@ -282,14 +285,24 @@ def main() -> None:
     seconds_file = bundle.parent / "train_seconds.txt"
     if spec["split"] is not None and seconds_file.is_file():
         train_seconds = float(seconds_file.read_text())
-    out = {
+    out = {  # fmt: skip
         "benchmark": f"{task} photos, held-out photos, semantic segmentation ({num_classes} classes, VOC rules)",
         "task": task,
         "settings_changed": extra,
-        "data": {"photos": len(photos.ids), "train": len(splits["train"]), "val": len(splits["val"]),
-                 "holdout": len(splits["holdout"]), "holdout_ids": splits["holdout"], "val_ids": splits["val"]},  # fmt: skip
-        "models": {"detector": note["metrics"], "selfplay": policy_note["metrics"],
-                   "detector_settings": note["settings"], "train_seconds": train_seconds},  # fmt: skip
+        "data": {
+            "photos": len(photos.ids),
+            "train": len(splits["train"]),
+            "val": len(splits["val"]),
+            "holdout": len(splits["holdout"]),
+            "holdout_ids": splits["holdout"],
+            "val_ids": splits["val"],
+        },
+        "models": {
+            "detector": note["metrics"],
+            "selfplay": policy_note["metrics"],
+            "detector_settings": note["settings"],
+            "train_seconds": train_seconds,
+        },
         "cam_threshold_by_val_miou": {str(k): v for k, v in cam_choice.items()},
         "cam_threshold": cam_t,
         "detector_gate": gate_stats,

@@ -139,6 +139,8 @@ class PhotoInferer(Inferer):
         gate_threshold: image-level probability a class needs to get a game.
         threshold: the single-agent baseline's stopping score.
         cam_threshold: Grad-CAM++ map threshold.
+        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``): ``step`` (the
+            step P(terminate) passes 0.5) or ``median`` (the median of its own sampled stopping time).
     """
 
     def __init__(
@@ -149,12 +151,18 @@ class PhotoInferer(Inferer):
         gate_threshold: float = 0.5,
         threshold: float = 0.8,
         cam_threshold: float = 0.5,
+        stopping: str = "step",
     ) -> None:
+        from medwss.selfplay.rollout import STOPPING_RULES
+
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if stopping not in STOPPING_RULES:
+            raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
         self.detector, self.rules, self.method = detector.eval(), rules, method
         self.gate_threshold, self.threshold, self.cam_threshold = gate_threshold, threshold, cam_threshold
+        self.stopping = stopping
 
     def __call__(
         self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
@@ -205,7 +213,7 @@ class PhotoInferer(Inferer):
         if getattr(network, "observation", None) != "features":
             raise ValueError("photo games need a 'features' policy: its input carries the class cue")
         network.eval()
-        return play_alone(network, None, games.scores, None, self.rules, base=games.features)
+        return play_alone(network, None, games.scores, None, self.rules, base=games.features, stopping=self.stopping)
 
 
 def cam_class_maps(detector: PresenceDetector, images: torch.Tensor, games: ClassGames) -> torch.Tensor:

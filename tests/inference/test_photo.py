@@ -100,3 +100,22 @@ def test_inferer_gates_by_the_detector_and_rejects_a_pixels_policy(tiny):
         PhotoInferer(detector, rules, gate_threshold=0.0)(images, AgentPolicy("pixels", 4, in_channels=3))
     with pytest.raises(ValueError, match="method"):
         PhotoInferer(detector, rules, method="oracle")
+
+
+def test_inferer_stops_the_agent_by_its_stopping_rule(tiny):
+    from medwss.detector.features import DetectorEncoder
+    from medwss.selfplay.rollout import play_alone
+
+    detector, policy, rules, images = tiny
+    present = torch.tensor([[T, T, F], [F, F, T]])
+    games = class_games(present, class_scores(detector, images, rules.grid_size)[1],
+                        DetectorEncoder(detector, rules.grid_size)(images))  # fmt: skip
+    taken = {}
+    for stopping in ("step", "median"):
+        taken[stopping] = PhotoInferer(detector, rules, stopping=stopping).play(games, policy)
+        expected = play_alone(policy, None, games.scores, None, rules, base=games.features, stopping=stopping)
+        assert torch.equal(taken[stopping], expected)
+    # an untrained agent (P(terminate) ~0.05 per step) never passes 0.5 at one step, but its median stop comes early
+    assert taken["median"].sum() < taken["step"].sum()
+    with pytest.raises(ValueError, match="stopping"):
+        PhotoInferer(detector, rules, stopping="never")
