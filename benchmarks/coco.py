@@ -23,10 +23,11 @@ Grad-CAM++'s map threshold is chosen on the validation photos by mIoU; the singl
 RLSP is agent a alone, stopping when P(terminate) passes 0.5 ("rlsp") or at the median of its own sampled
 stopping time ("rlsp median stop", ``medwss.selfplay.rollout.STOPPING_RULES``).
 References: all background; the whole photo (every labelled class takes every patch, overlaps go to the class
-with the higher detector patch score): what image labels alone give; and the oracle patch mask at G = 8 (each
-labelled class takes the patches at least half covered by it): the ceiling of any 8 x 8 patch method. The
-detector's patch ROC AUC (labelled classes of held-out photos, a patch is the class when >= 50 % covered) says
-whether its scores localise at all.
+with the higher detector patch score): what image labels alone give; the central box (every labelled class takes
+the central 40 % x 40 % of the photo, or the side the validation photos pick): what framing alone gives; the
+oracle patch mask at G = 8 (each labelled class takes the patches at least half covered by it): the ceiling of any
+8 x 8 patch method. The detector's patch ROC AUC (labelled classes of held-out photos, a patch is the class when
+>= 50 % covered) says whether its scores localise at all.
 
 Every row is scored on the validation photos as well (the column designs are chosen on) and on the held-out photos.
 These are small-sample numbers from detectors trained from scratch on 92 (COCO) or 135 (VOC) photos: functional
@@ -66,6 +67,8 @@ from medwss.metrics.semantic import confusion_matrix, dice_from_confusion, miou_
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CAM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+BOX_SIDES = (0.4, 0.5, 0.6, 0.7, 0.8)
+"""Central-box sides (fractions of the photo's sides) the validation photos choose from."""
 TASKS = {
     # name: shipped bundle, photos in all, (held-out, validation) counts of the fixed split or None (bundle's own)
     "coco": {"bundle": REPO / "bundles" / "coco", "photos": 144, "split": None},
@@ -113,8 +116,26 @@ def whole_photo_maps(labels: torch.Tensor, patch_probs: torch.Tensor, size: int)
     return merge_games(games, torch.ones_like(claims, dtype=torch.bool), claims, len(labels))
 
 
+def central_box_maps(labels: torch.Tensor, patch_probs: torch.Tensor, size: int, side: float) -> torch.Tensor:
+    """Every labelled class takes the central ``side`` x ``side`` box of the photo (a fraction of each side): a
+    content-free prior (photographers frame the object); overlaps go to the class with the higher patch score."""
+    games = class_games(labels, patch_probs)
+    claims = patches_to_pixels(games.scores, (size, size)).float()
+    lo = int(round((1.0 - side) / 2 * size))
+    box = torch.zeros(size, size, dtype=torch.bool)
+    box[lo : size - lo, lo : size - lo] = True
+    return merge_games(games, box.expand_as(claims), claims, len(labels))
+
+
+def centre_scores(grid: int) -> torch.Tensor:
+    """(G, G) minus each patch centre's distance to the photo's centre: a content-free patch score."""
+    ys, xs = torch.meshgrid(torch.arange(grid) + 0.5, torch.arange(grid) + 0.5, indexing="ij")
+    return -((ys - grid / 2) ** 2 + (xs - grid / 2) ** 2).sqrt()
+
+
 def patch_auc(labels: torch.Tensor, patch_probs: torch.Tensor, cam: torch.Tensor, masks: list[np.ndarray], grid: int):
-    """ROC AUC of patch scores (MIL patch probability, mean Grad-CAM++ per patch) over the labelled classes' patches.
+    """ROC AUC of patch scores over the labelled classes' patches: MIL patch probability, mean Grad-CAM++ per patch,
+    and closeness to the photo's centre (content-free).
 
     A patch is the class when at least half of it is (``patch_labels`` at 0.5); the scores of one (photo, class)
     game are ranked against each other and against every other game's (pooled), and per game (mean over games that
@@ -126,7 +147,8 @@ def patch_auc(labels: torch.Tensor, patch_probs: torch.Tensor, cam: torch.Tensor
     truth = patch_labels(small == (games.class_index + 1)[:, None, None], grid, 0.5)
     cam_patches = torch.nn.functional.avg_pool2d(cam[:, None], size // grid)[:, 0]
     out = {}
-    for name, values in (("mil", games.scores), ("cam", cam_patches)):
+    centre = centre_scores(grid).expand_as(games.scores)
+    for name, values in (("mil", games.scores), ("cam", cam_patches), ("centre", centre)):
         per_game = [roc_auc(v, t) for v, t in zip(values, truth, strict=True)]
         per_game = [a for a in per_game if math.isfinite(a)]
         out[name] = {"pooled": roc_auc(values, truth), "mean_per_game": float(np.mean(per_game)),
@@ -221,6 +243,12 @@ def main() -> None:
         maps = inferer.segment(val_images, None, val_labels)
         cam_choice[t] = scores(full_size(maps, val_masks), val_masks, num_classes)["miou"]
     cam_t = max(cam_choice, key=lambda t: (cam_choice[t], -t))
+    val_probs = class_scores(detector, val_images, rules.grid_size)[1]
+    box_choice = {}
+    for side in BOX_SIDES:
+        maps = central_box_maps(val_labels, val_probs, size, side)
+        box_choice[side] = scores(full_size(maps, val_masks), val_masks, num_classes)["miou"]
+    box_side = max(box_choice, key=lambda t: (box_choice[t], -t))
 
     # ------------------------------------------------------------------------------------------ every row, val and test
     rows, per_class = [], {}
@@ -247,6 +275,10 @@ def main() -> None:
         "all background": ("-", lambda images, labels, masks: torch.zeros(len(masks), size, size, dtype=torch.int64)),
         "whole photo": ("labels", lambda images, labels, masks: whole_photo_maps(
             labels, class_scores(detector, images, rules.grid_size)[1], size)),
+        "central box 40%": ("labels", lambda images, labels, masks: central_box_maps(
+            labels, class_scores(detector, images, rules.grid_size)[1], size, 0.4)),
+        f"central box {box_side:.0%} (val)": ("labels", lambda images, labels, masks: central_box_maps(
+            labels, class_scores(detector, images, rules.grid_size)[1], size, box_side)),
         "oracle patches G=8": ("labels", lambda images, labels, masks: oracle_maps(masks, size, rules.grid_size)),
     }  # fmt: skip
     for name, (gate_name, make) in references.items():
@@ -305,6 +337,8 @@ def main() -> None:
         },
         "cam_threshold_by_val_miou": {str(k): v for k, v in cam_choice.items()},
         "cam_threshold": cam_t,
+        "central_box_side_by_val_miou": {str(k): v for k, v in box_choice.items()},
+        "central_box_side": box_side,
         "detector_gate": gate_stats,
         "patch_auc": aucs,
         "rows": rows,
@@ -354,8 +388,10 @@ def main() -> None:
         f"{gate_stats['labels_per_image']:.1f} labelled classes. Grad-CAM++ threshold {cam_t} (best val mIoU). "
         f"Patch ROC AUC on the held-out photos' labelled classes (patch = class when >= 50 % covered): MIL patch "
         f"score {fmt(aucs['mil']['pooled'])} pooled / {fmt(aucs['mil']['mean_per_game'])} mean per game, "
-        f"Grad-CAM++ per patch {fmt(aucs['cam']['pooled'])} / {fmt(aucs['cam']['mean_per_game'])} "
-        f"({aucs['mil']['games']} games).",
+        f"Grad-CAM++ per patch {fmt(aucs['cam']['pooled'])} / {fmt(aucs['cam']['mean_per_game'])}, "
+        f"closeness to the photo's centre (content-free) {fmt(aucs['centre']['pooled'])} / "
+        f"{fmt(aucs['centre']['mean_per_game'])} ({aucs['mil']['games']} games). Central box side "
+        f"{box_side:.0%} (best val mIoU).",
         "",
         "| gate | method | test mIoU | test mean Dice | val mIoU | classes scored | foreground fraction | s / photo |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
