@@ -224,6 +224,7 @@ def main() -> None:
     rules = game_rules(config)
     policy_note = json.loads((bundle / "models" / "policy.json").read_text())
     policy = load_weights(AgentPolicy(**policy_note["policy"]), bundle / "models" / "model.pt")  # as trained
+    prior = str(config["selfplay"].get("position_prior", "none"))  # the game scores the agent trained on
     num_classes = len(names) + 1
     size = photos.images.shape[-1]
 
@@ -259,7 +260,7 @@ def main() -> None:
                 present = None if gate_name == "detector" else labels
                 stopping = "median" if "median" in method else "step"
                 inferer = PhotoInferer(detector, rules, method.split()[0], gate_threshold=gate_t, threshold=0.8,
-                                       cam_threshold=cam_t, stopping=stopping)  # fmt: skip
+                                       cam_threshold=cam_t, stopping=stopping, position_prior=prior)  # fmt: skip
                 started = time.perf_counter()
                 maps = inferer.segment(images, policy if method.startswith("rlsp") else None, present)
                 seconds = time.perf_counter() - started
