@@ -10,8 +10,9 @@ must name the same held-out images, which is checked.
 The shipped ``bundles/voc`` weights saw every one of them, so the benchmark trains its own copy of the bundle
 (same configs, ``runs/bench/voc/bundle``) on a fixed seeded image split (seed 0): 60 photos held out (test), 30
 validation, 135 training (``photo_splits`` with holdout 60/225 and validation 30/165). The copy is reused while
-its notes name the same held-out photos and settings (``--train`` retrains it). ``--set ID=VALUE`` trains the copy
-with changed settings (a design trial, chosen on the validation column only) and ``--tag`` names its report.
+the bundle's configs and the settings are those it was trained with (``--train`` retrains it). ``--set ID=VALUE``
+trains the copy with changed settings (a design trial, chosen on the validation column only) and ``--tag`` names
+its report.
 
 Each method turns a photo into one label map at 128 x 128 (one game or CAM per class, merged by the higher score,
 ``medwss.inference.photo``), resized back to the photo's size; scoring is VOC style over a set of photos
@@ -52,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from medwss.agents.policy import AgentPolicy
 from medwss.bundle.config import load_config, parse_overrides, stage_config_file, stages_of
@@ -171,7 +173,8 @@ def bench_bundle(task: str, args, overrides: dict) -> Path:
     work = REPO / "runs" / "bench" / (task if not args.tag else f"{task}-{args.tag}")
     copy = work / "bundle"
     note = copy / "models" / "detector.json"
-    wanted = {**overrides, **parse_overrides(args.set or [])}
+    configs = {p.name: p.read_text() for p in sorted((spec["bundle"] / "configs").iterdir()) if p.is_file()}
+    wanted = {**overrides, **parse_overrides(args.set or []), "configs": configs}  # retrain when either changes
     stale = True
     if note.is_file() and not args.train:
         trained = json.loads((work / "overrides.json").read_text()) if (work / "overrides.json").is_file() else None
@@ -184,7 +187,8 @@ def bench_bundle(task: str, args, overrides: dict) -> Path:
 
         command = " ".join(["benchmarks/coco.py", "--task", task, *sum((["--set", s] for s in args.set or []), [])])
         started = time.perf_counter()
-        api.train_bundle(copy, overrides=wanted, run_dir=work / "run", restart=True, progress=False, command=command)
+        settings = {k: v for k, v in wanted.items() if k != "configs"}
+        api.train_bundle(copy, overrides=settings, run_dir=work / "run", restart=True, progress=False, command=command)
         (work / "train_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
         (work / "overrides.json").write_text(json.dumps(wanted, indent=1) + "\n")
     return copy
@@ -374,6 +378,12 @@ def main() -> None:
             "**Small-sample numbers (135 training photos, no ImageNet weights): not comparable to published VOC "
             "results.**"
         )
+    inferer_config = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())["inferer"]
+    data_line += (
+        f" The bundle's `medwss segment` gates by the detector and plays RLSP with `stopping: "
+        f"{inferer_config.get('stopping', 'step')}`; game scores x position prior `{prior}` (the agent's training "
+        f"games, roi threshold {rules.roi_threshold}); the single agent plays the same scores."
+    )
     if extra:
         data_line += " Settings changed from the bundle: " + ", ".join(f"`{k}={v}`" for k, v in extra.items()) + "."
     lines = [
