@@ -24,6 +24,26 @@ from medwss.detector.network import PresenceDetector, pool_cells
 from medwss.detector.scoring import patch_logits_from_cells
 
 METHODS = ("rlsp", "single-agent", "cam")
+POSITION_PRIORS = ("none", "centre")
+"""What the game's patch scores are multiplied by: nothing, or ``centre_prior`` (a content-free framing prior)."""
+
+
+def centre_prior(grid: int, sigma: float = 0.25) -> torch.Tensor:
+    """(G, G) Gaussian of each patch centre's distance to the photo's centre, ``sigma`` a fraction of G, max ~1.
+
+    Why: photographers frame the object, so on the shared VOC photos closeness to the centre ranks a class's patches
+    better (patch AUC 0.68) than a detector trained from scratch on 135 photos does (0.52-0.56); it reads no content.
+    """
+    ys, xs = torch.meshgrid(torch.arange(grid) + 0.5, torch.arange(grid) + 0.5, indexing="ij")
+    d2 = (ys - grid / 2) ** 2 + (xs - grid / 2) ** 2
+    return torch.exp(-d2 / (2 * (sigma * grid) ** 2))
+
+
+def named_prior(name: str, grid: int) -> torch.Tensor | None:
+    """The (G, G) prior named ``name`` (``POSITION_PRIORS``), None for ``none``."""
+    if name not in POSITION_PRIORS:
+        raise ValueError(f"position_prior must be one of {POSITION_PRIORS}, got {name!r}")
+    return None if name == "none" else centre_prior(grid)
 
 
 @torch.no_grad()
@@ -139,6 +159,10 @@ class PhotoInferer(Inferer):
         gate_threshold: image-level probability a class needs to get a game.
         threshold: the single-agent baseline's stopping score.
         cam_threshold: Grad-CAM++ map threshold.
+        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``): ``step`` (the
+            step P(terminate) passes 0.5) or ``median`` (the median of its own sampled stopping time).
+        position_prior: ``POSITION_PRIORS`` name; the game scores (rlsp, single-agent) are multiplied by it, as the
+            agent's training games were (``selfplay#position_prior``).
     """
 
     def __init__(
@@ -149,12 +173,20 @@ class PhotoInferer(Inferer):
         gate_threshold: float = 0.5,
         threshold: float = 0.8,
         cam_threshold: float = 0.5,
+        stopping: str = "step",
+        position_prior: str = "none",
     ) -> None:
+        from medwss.selfplay.rollout import STOPPING_RULES
+
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if stopping not in STOPPING_RULES:
+            raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
         self.detector, self.rules, self.method = detector.eval(), rules, method
         self.gate_threshold, self.threshold, self.cam_threshold = gate_threshold, threshold, cam_threshold
+        self.stopping = stopping
+        self.prior = named_prior(position_prior, rules.grid_size)
 
     def __call__(
         self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
@@ -184,6 +216,8 @@ class PhotoInferer(Inferer):
             from medwss.detector.features import DetectorEncoder
 
             trunk = DetectorEncoder(self.detector, grid)(images)
+        if self.prior is not None:
+            patch_probs = patch_probs * self.prior
         games = class_games(present, patch_probs, trunk)
         patches = self.play(games, network)
         masks = torch.as_tensor(patches_to_pixels(patches, size)).bool()
@@ -205,7 +239,7 @@ class PhotoInferer(Inferer):
         if getattr(network, "observation", None) != "features":
             raise ValueError("photo games need a 'features' policy: its input carries the class cue")
         network.eval()
-        return play_alone(network, None, games.scores, None, self.rules, base=games.features)
+        return play_alone(network, None, games.scores, None, self.rules, base=games.features, stopping=self.stopping)
 
 
 def cam_class_maps(detector: PresenceDetector, images: torch.Tensor, games: ClassGames) -> torch.Tensor:

@@ -144,7 +144,7 @@ def train_photo_selfplay(
     """Train the RLSP agent on (image, labelled class) games; export ``models/model.pt`` + ``models/policy.json``."""
     from medwss.bundle.selfplay_stage import game_rules
     from medwss.detector.features import DetectorEncoder
-    from medwss.inference.photo import class_games, class_scores
+    from medwss.inference.photo import class_games, class_scores, named_prior
     from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.metric_log import MetricLog
     from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
@@ -160,6 +160,13 @@ def train_photo_selfplay(
     detector = load_photo_detector(parser, root)
     photos, splits, _ = stage_photos(parser, with_mask=True)
     _, patch_probs = class_scores(detector, photos.images, rules.grid_size)
+    prior_name = str(parser["selfplay"].get("position_prior", "none"))
+    try:
+        prior = named_prior(prior_name, rules.grid_size)
+    except ValueError as err:
+        raise MedwssError("selfplay#position_prior", str(err)) from None
+    if prior is not None:  # the game scores the inferer plays on (PhotoInferer position_prior)
+        patch_probs = patch_probs * prior
     trunk = DetectorEncoder(detector, rules.grid_size)(photos.images)
     parts = {}
     for name in ("train", "val"):
@@ -183,6 +190,7 @@ def train_photo_selfplay(
         "medwss_commit": git_commit(),
         "policy": policy.config,
         "rules": asdict(rules),
+        "position_prior": prior_name,
         "settings": asdict(settings),
         "data": {"train_games": len(train.scores), "val_games": len(val.scores)},
         "metrics": {

@@ -43,13 +43,14 @@ def test_inference_matches_training(name):
     assert c["inference"]["working_size"] == c["common"]["data"]["working_size"]
 
 
-def test_coco_inference_config_passes_monai_infer_property_check(tmp_path):
+@pytest.mark.parametrize("name", PHOTO_BUNDLES)
+def test_inference_config_passes_monai_infer_property_check(tmp_path, name):
     from monai.bundle import ConfigWorkflow
 
     from tests.data.natural_fixtures import write_jpeg
 
     write_jpeg(tmp_path / "photos" / "a.jpg", 20, 30)
-    folder = REPO / "bundles" / "coco" / "configs"
+    folder = REPO / "bundles" / name / "configs"
     workflow = ConfigWorkflow(
         config_file=str(folder / "inference.yaml"),
         meta_file=str(folder / "metadata.json"),

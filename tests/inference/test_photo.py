@@ -100,3 +100,51 @@ def test_inferer_gates_by_the_detector_and_rejects_a_pixels_policy(tiny):
         PhotoInferer(detector, rules, gate_threshold=0.0)(images, AgentPolicy("pixels", 4, in_channels=3))
     with pytest.raises(ValueError, match="method"):
         PhotoInferer(detector, rules, method="oracle")
+
+
+def test_inferer_stops_the_agent_by_its_stopping_rule(tiny):
+    from medwss.detector.features import DetectorEncoder
+    from medwss.selfplay.rollout import play_alone
+
+    detector, policy, rules, images = tiny
+    present = torch.tensor([[T, T, F], [F, F, T]])
+    games = class_games(present, class_scores(detector, images, rules.grid_size)[1],
+                        DetectorEncoder(detector, rules.grid_size)(images))  # fmt: skip
+    taken = {}
+    for stopping in ("step", "median"):
+        taken[stopping] = PhotoInferer(detector, rules, stopping=stopping).play(games, policy)
+        expected = play_alone(policy, None, games.scores, None, rules, base=games.features, stopping=stopping)
+        assert torch.equal(taken[stopping], expected)
+    # an untrained agent (P(terminate) ~0.05 per step) never passes 0.5 at one step, but its median stop comes early
+    assert taken["median"].sum() < taken["step"].sum()
+    with pytest.raises(ValueError, match="stopping"):
+        PhotoInferer(detector, rules, stopping="never")
+
+
+def test_centre_prior_is_symmetric_and_highest_in_the_middle():
+    from medwss.inference.photo import centre_prior, named_prior
+
+    prior = centre_prior(4)
+    assert prior.shape == (4, 4) and float(prior.max()) <= 1.0
+    torch.testing.assert_close(prior, prior.flip(0))
+    torch.testing.assert_close(prior, prior.T)
+    assert float(prior[1:3, 1:3].min()) > float(prior[0].max())  # the central patches above every border patch
+    assert named_prior("none", 4) is None
+    with pytest.raises(ValueError, match="position_prior"):
+        named_prior("corner", 4)
+
+
+def test_inferer_plays_on_scores_times_the_position_prior(tiny):
+    from medwss.inference.photo import centre_prior
+
+    detector, _, rules, images = tiny
+    present = torch.tensor([[T, F, F], [F, F, F]])
+    scores = class_scores(detector, images, rules.grid_size)[1][0, 0] * centre_prior(4)
+    threshold = float(scores.flatten().sort().values[8])  # the score rule then takes the top half of the patches
+    out = PhotoInferer(detector, rules, "single-agent", threshold=threshold, position_prior="centre").segment(
+        images, None, present
+    )
+    expected = (scores >= threshold).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    assert torch.equal(out[0] == 1, expected) and out[1].unique().tolist() == [0]
+    plain = PhotoInferer(detector, rules, "single-agent", threshold=threshold).segment(images, None, present)
+    assert not torch.equal(plain, out)  # without the prior the same threshold takes other patches

@@ -117,3 +117,13 @@ def test_photo_splits_are_seeded_disjoint_and_complete():
     assert sorted(sum(splits.values(), [])) == ids
     assert photo_splits(ids, 0.0, 0.2, seed=0)["holdout"] == []
     assert np.isin(splits["holdout"], photo_splits(ids, 0.25, 0.2, seed=1)["holdout"]).sum() < 5
+
+
+def test_selfplay_stage_records_its_position_prior_and_rejects_an_unknown_one(trained, tmp_path):
+    bundle, annotations, notes = trained
+    assert notes[1]["position_prior"] == "none"
+    before = (bundle / "models" / "model.pt").read_bytes()
+    overrides = {**tiny_overrides(annotations), "selfplay#position_prior": "corner"}
+    with pytest.raises(MedwssError, match="position_prior"):
+        api.train_bundle(bundle, "selfplay", overrides=overrides, run_dir=tmp_path / "runs", progress=False)
+    assert (bundle / "models" / "model.pt").read_bytes() == before
