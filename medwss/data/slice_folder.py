@@ -13,9 +13,12 @@ here). A spec of ``kind: slices`` says how to find them, in the style of the vol
     labels: [0, 1, 2]                 # the mask values the data set declares; any other value is an error
     classes: {tumour: "== 2"}         # ROI class -> voxel test on the mask
     prior: "> 0"                      # organ prior (the liver): a voxel test on the same mask
+    orientation: LP                   # where the image's columns and rows point on the patient (default LP: the
+                                      # radiological display, patient's left to the right, posterior down)
 
 A patient's slices are stacked in ``order`` (an integer column or ``{order}`` field) into an (x, y, z) stack:
 x is the image column, y the image row, z the position in the stack; the pixel grid has no spacing (1 pixel).
+For training beside volumes (which the volume pipeline turns to RAS) the stack is flipped to RAS by ``orientation``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from medwss.errors import MedwssError
 SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 SLICE_SPEC_KEYS = {
     "kind", "name", "modality", "table", "columns", "pattern", "channels", "intensity", "labels", "classes",
-    "prior", "patients", "description", "licence", "license", "preset",
+    "prior", "patients", "description", "licence", "license", "preset", "orientation",
 }  # fmt: skip
 COLUMN_ROLES = ("patient", "order", "image", "mask")
 
@@ -164,6 +167,7 @@ class SliceSetSpec:
     patients: tuple[str, ...] | None = None
     modality: str = "OT"
     preset: str = "slices"
+    orientation: str = "LP"
 
     kind = "slices"
 
@@ -216,6 +220,7 @@ class SliceSetSpec:
             prior=None if config.get("prior") is None else _test(source, "prior", config["prior"]),
             patients=None if patients is None else tuple(str(p) for p in patients),
             modality=str(config.get("modality", "OT")).upper(),
+            orientation=_orientation(source, config.get("orientation", "LP")),
             preset=str(config.get("preset", "slices")),
         )
 
@@ -380,6 +385,13 @@ def _test(source: str, name: str, value: Any) -> VoxelTest:
         raise MedwssError(source, f"class {name}: {err.problem}") from None
 
 
+def _orientation(source: str, value: Any) -> str:
+    text = str(value).upper()
+    if len(text) != 2 or text[0] not in "LR" or text[1] not in "AP":
+        raise MedwssError(source, f"'orientation' names where columns then rows point: LP, LA, RP or RA, not {value!r}")
+    return text
+
+
 def _channels(source: str, value: Any) -> str | tuple[int, ...]:
     if value in ("all", "grey", "gray"):
         return "grey" if value == "gray" else value
@@ -486,7 +498,14 @@ class SliceStack:
         import torch
         import torch.nn.functional as F
 
-        image, labels = self.spec.read_patient(self.patient, with_masks=True)
+        if with_label and not self.spec.classes:
+            raise MedwssError(self.patient.rows[0].image, "no class masks for a 2D image named by a manifest")
+        needs_masks = with_label or self.spec.prior is not None
+        image, labels = self.spec.read_patient(self.patient, with_masks=needs_masks)
+        flips = [axis for axis, code in ((0, "L"), (1, "P")) if self.spec.orientation[axis] == code]
+        if flips:  # to RAS, as the volume pipeline orients scans
+            image = np.ascontiguousarray(np.flip(image, [a + 1 for a in flips]))
+            labels = None if labels is None else np.ascontiguousarray(np.flip(labels, flips))
         volume = torch.from_numpy(image).permute(3, 0, 1, 2)  # (Z, C, x, y)
         volume = F.interpolate(volume, size=(working_size, working_size), mode="area")
         out: dict[str, Any] = {
@@ -508,5 +527,9 @@ class SliceStack:
         return out
 
 
-def load_slice_spec(config: dict[str, Any], source: str) -> SliceSetSpec:
-    return SliceSetSpec.from_config(config, source)
+def one_slice_stack(image: Path, prior: Path | None = None) -> SliceStack:
+    """A 2D image named by a manifest as a one-slice stack: all its channels, its dtype's range, and its prior
+    file's label > 0 as the organ prior."""
+    spec = SliceSetSpec(name="manifest", table="-", prior=None if prior is None else VoxelTest(">", (0.0,)))
+    row = SliceRow(str(image), 0, Path(image), None if prior is None else Path(prior), str(image))
+    return SliceStack(Path(image).parent, spec, SlicePatient(str(image), (row,)))
