@@ -59,9 +59,13 @@ def evaluate(
     gt_rule: str | None = None,
     pred_rule: str | None = None,
     classes: Sequence[str] | Mapping[str, str] | None = None,
+    spec: str | Path | None = None,
     task: ProgressTask | None = None,
 ):
     """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``.
+
+    With a slice-folder ``spec`` (``kind: slices``), ``gt`` is the slice set's folder and ``pred`` the folder
+    ``medwss segment`` wrote; each patient is scored over its stacked slices (``evaluate_slice_set``).
 
     Args:
         pred, gt: a mask file each, or folders paired by case id (``gt_pattern`` such as
@@ -76,13 +80,25 @@ def evaluate(
         MedwssError: missing or unreadable masks, no matching case, a grid mismatch, bad rules, unwritable output;
             nothing is written then.
     """
+    from medwss.errors import MedwssError
     from medwss.metrics.evaluate import class_rules, evaluate_cases, match_cases, write_report
 
     pred = Path(pred)
+    task = task or ProgressTask()
+    if spec is not None:
+        from medwss.data.datalist import DatasetSpec
+        from medwss.metrics.evaluate import evaluate_slice_set
+
+        loaded = DatasetSpec.load(spec)
+        if getattr(loaded, "kind", "volumes") != "slices":
+            raise MedwssError(spec, "eval takes a --spec only for slice-folder sets (kind: slices)")
+        if classes or gt_rule or pred_rule or gt_pattern:
+            raise MedwssError(spec, "a slice-folder spec's classes set the rules: drop --class/--gt-rule/--pred-rule/--gt-pattern")
+        out = Path(out) if out is not None else pred / "eval"
+        return write_report(evaluate_slice_set(pred, gt, loaded, progress=task.advance), out)
     rules = class_rules(classes, gt_rule, pred_rule)
     matching = match_cases(pred, gt, gt_pattern)
     out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
-    task = task or ProgressTask()
     task.set_total(len(matching.pairs))
     report = evaluate_cases(matching, rules, progress=task.advance)
     return write_report(report, out)
