@@ -181,9 +181,13 @@ def segment(
     method: str = "rlsp",
     roi_mask: str | Path | None = None,
     overlay: bool = False,
+    spec: str | Path | None = None,
     task: ProgressTask | None = None,
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
+
+    With a slice-folder ``spec`` (``kind: slices``) the one input is the slice set's folder and ``out`` a folder:
+    one PNG mask per slice, same size, under ``out`` as the images lie under the set (organ prior from the spec).
 
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
     ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
@@ -204,6 +208,20 @@ def segment(
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
+    if spec is not None:
+        from medwss.data.datalist import DatasetSpec
+        from medwss.errors import MedwssError
+        from medwss.inference.slice_segment import segment_slice_set
+
+        loaded = DatasetSpec.load(spec)
+        if getattr(loaded, "kind", "volumes") != "slices":
+            raise MedwssError(spec, "segment takes a --spec only for slice-folder sets (kind: slices)")
+        if len(scans) != 1 or out is None or roi_mask is not None or overlay:
+            raise MedwssError(spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)")
+        segmenter = Segmenter(bundle or default_bundle(), method)
+        patients = loaded.discover(Path(scans[0]))
+        task.set_total(len(patients))
+        return segment_slice_set(Path(scans[0]), loaded, Path(out), segmenter, progress=task.advance)
     scan_paths = find_scans([Path(s) for s in scans])
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
     outs = output_paths(scan_paths, Path(out) if out else None, method)

@@ -152,17 +152,21 @@ def segment(
         Path | None, typer.Option(help="Organ prior mask (a file, or a folder of masks named like the scans).")
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <mask>_overlay.png.")] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="Slice-folder spec (kind: slices): SCANS is the slice set, -o a folder of PNG masks."),
+    ] = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid."""
+    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid (a slice set: one PNG per slice)."""
     from medwss import api
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
     with progress_task("segmenting", enabled=not no_progress) as task:
         written = api.segment(
-            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task
+            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, spec=spec, task=task
         )
     for path in written:
         typer.echo(f"wrote {path}")
