@@ -222,3 +222,24 @@ def test_bad_specs(tmp_path, change, problem):
     config = {k: v for k, v in {**SPEC, **change}.items() if v is not None}
     with pytest.raises(MedwssError, match=problem.replace("(", r"\(").replace(".", r"\.")):
         DatasetSpec.from_config(config, "spec.yaml")
+
+
+REPO = Path(__file__).resolve().parents[2]
+LITS = REPO.parent / "shared" / "data" / "liver" / "lits_slices_2d"
+
+
+def test_shipped_lits_spec_loads():
+    spec = DatasetSpec.load(REPO / "configs" / "datasets" / "lits_slices.yaml")
+    assert isinstance(spec, SliceSetSpec)
+    assert spec.reading.channels == (1,) and spec.labels == (0, 1, 2) and spec.orientation == "LP"
+    assert str(spec.classes["tumour"]) == "== 2" and str(spec.prior) == "> 0"
+
+
+@pytest.mark.skipif(not (LITS / "slices.csv").is_file(), reason="shared LiTS slices not present")
+def test_shipped_lits_spec_reads_a_real_patient():
+    spec = DatasetSpec.load(REPO / "configs" / "datasets" / "lits_slices.yaml")
+    spec = SliceSetSpec(**{**spec.__dict__, "patients": ("volume-50",)})
+    (patient,) = spec.discover(LITS)
+    assert len(patient.rows) == 38 and patient.orders == list(range(90, 165, 2))
+    manifest = manifest_from_masks(LITS, spec)
+    assert manifest.images[0].presence["tumour"].sum() == 4  # the data README: 4 tumour slices
