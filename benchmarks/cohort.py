@@ -29,7 +29,8 @@ liver as the tumour mask, and every row is also reported per source kind (IRCAD 
 ``--ablations`` adds, on the same folds: opponent sampling (uniform / vanilla), the agent without the
 merged-sides board, without the extra planes, and with the plain MIL scorer of the earlier bundles.
 
-    .venv/bin/python benchmarks/cohort.py [--tasks prostate liver_tumour] [--folds 3] [--ablations] [--resume] [--only 0 1]
+    .venv/bin/python benchmarks/cohort.py [--tasks prostate liver_tumour] [--folds 3] [--ablations] [--resume]
+                                          [--only 0 1]
 
 Results: ``benchmarks/results/cohort.{md,json,png}``; each finished fold goes at once to
 ``cohort.partial.json`` (``--resume`` skips those).

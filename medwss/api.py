@@ -93,7 +93,9 @@ def evaluate(
         if getattr(loaded, "kind", "volumes") != "slices":
             raise MedwssError(spec, "eval takes a --spec only for slice-folder sets (kind: slices)")
         if classes or gt_rule or pred_rule or gt_pattern:
-            raise MedwssError(spec, "a slice-folder spec's classes set the rules: drop --class/--gt-rule/--pred-rule/--gt-pattern")
+            raise MedwssError(
+                spec, "a slice-folder spec's classes set the rules: drop --class/--gt-rule/--pred-rule/--gt-pattern"
+            )
         out = Path(out) if out is not None else pred / "eval"
         return write_report(evaluate_slice_set(pred, gt, loaded, progress=task.advance), out)
     rules = class_rules(classes, gt_rule, pred_rule)
@@ -217,7 +219,9 @@ def segment(
         if getattr(loaded, "kind", "volumes") != "slices":
             raise MedwssError(spec, "segment takes a --spec only for slice-folder sets (kind: slices)")
         if len(scans) != 1 or out is None or roi_mask is not None or overlay:
-            raise MedwssError(spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)")
+            raise MedwssError(
+                spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)"
+            )
         segmenter = Segmenter(bundle or default_bundle(), method)
         patients = loaded.discover(Path(scans[0]))
         task.set_total(len(patients))

@@ -157,7 +157,7 @@ def class_mask_files(sources: Sequence[Source], cache_dir: Path) -> dict[str, Pa
 
 def _slice_stack(item: LabelledImage) -> Any:
     """The item's slice-folder stack; a 2D image file (from a written slice manifest) as a one-slice stack."""
-    from medwss.data.slice_folder import one_slice_stack, is_slice_file
+    from medwss.data.slice_folder import is_slice_file, one_slice_stack
 
     if item.stack is not None:
         return item.stack
@@ -226,7 +226,9 @@ def build_slices(
     samples = [dataset[i] for dataset in datasets for i in range(len(dataset))]
     channels = {int(s[Keys.IMAGE.value].shape[0]) for s in samples}
     if len(channels) > 1:
-        raise MedwssError("data", f"slices have different channel counts {sorted(channels)}: set 'channels' in the specs")
+        raise MedwssError(
+            "data", f"slices have different channel counts {sorted(channels)}: set 'channels' in the specs"
+        )
     has_prior = all(Keys.PRIOR.value in s for s in samples)
     masks = None
     if mask_files is not None:

@@ -25,7 +25,9 @@ from medwss.data.io import strip_suffix, volume_suffix
 from medwss.data.rules import LabelRule, VoxelTest
 from medwss.errors import MedwssError
 
-SPEC_KEYS = {"kind", "name", "modality", "preset", "image", "classes", "prior", "patient", "description", "licence", "license"}
+SPEC_KEYS = {
+    "kind", "name", "modality", "preset", "image", "classes", "prior", "patient", "description", "licence", "license",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

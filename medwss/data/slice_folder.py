@@ -360,7 +360,9 @@ class SliceSetSpec:
         if self.labels is not None:
             extra = sorted(set(np.unique(mask).tolist()) - set(self.labels))
             if extra:
-                raise MedwssError(row.mask, f"mask values {extra} are not among the declared labels {list(self.labels)}")
+                raise MedwssError(
+                    row.mask, f"mask values {extra} are not among the declared labels {list(self.labels)}"
+                )
         return mask
 
     def class_masks(self, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -443,7 +445,9 @@ def check_slice_set(root: Path, spec: SliceSetSpec, progress: Any = None, on_tot
             if first is None:
                 first = image.shape
             elif image.shape != first:
-                report.problems.append(Problem(str(row.image), f"shape {_shape(image)} differs from the patient's first slice"))
+                report.problems.append(
+                    Problem(str(row.image), f"shape {_shape(image)} differs from the patient's first slice")
+                )
             try:
                 labels = spec.read_mask(row, image.shape[1:])
             except MedwssError as err:

@@ -93,7 +93,8 @@ def test_borrowed_rows_fill_only_what_a_fold_lacks_and_must_match_its_patients(b
 
 
 def test_rows_per_source_kind_in_summary_and_report(bench):
-    summary = {"rlsp": {"mean": 0.5, "ci95": [0.1, 0.9], "n": 3, "per_patient": {"ircad1": 0.9, "lits1": 0.2, "lits2": 0.4}},
+    summary = {"rlsp": {"mean": 0.5, "ci95": [0.1, 0.9], "n": 3,
+                        "per_patient": {"ircad1": 0.9, "lits1": 0.2, "lits2": 0.4}},
                "organ_prior": {"mean": 0.1, "ci95": [0.0, 0.2], "n": 3,
                                "per_patient": {"ircad1": 0.15, "lits1": 0.05, "lits2": 0.1}}}
     kinds = {"ircad1": "ircadb", "lits1": "lits_slices", "lits2": "lits_slices"}

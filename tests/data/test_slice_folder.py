@@ -77,7 +77,9 @@ def test_grouping_and_order_from_table(tmp_path):
 def test_grouping_from_file_name_pattern(tmp_path):
     root = make_slice_set(tmp_path / "data", patients=(("a", [10, 2]), ("b", [5])))
     config = {k: v for k, v in SPEC.items() if k not in ("table", "columns")}
-    spec = SliceSetSpec.from_config({**config, "pattern": {"image": "img/{patient}_{order}.png", "mask": "seg/{patient}_{order}.png"}})
+    spec = SliceSetSpec.from_config(
+        {**config, "pattern": {"image": "img/{patient}_{order}.png", "mask": "seg/{patient}_{order}.png"}}
+    )
     patients = spec.discover(root)
     assert [(p.patient, p.orders) for p in patients] == [("a", [2, 10]), ("b", [5])]
     assert patients[0].rows[1].mask == root / "seg" / "a_10.png"
@@ -185,7 +187,9 @@ def test_labels_from_masks_stops_with_the_one_line_error(tmp_path, breakage):
     root = make_slice_set(tmp_path / "data")
     path, problem = breakage(root)
     out = tmp_path / "labels.csv"
-    result = invoke("labels", "from-masks", root, "--spec", write_spec(tmp_path / "spec.yaml"), "-o", out, "--no-progress")
+    result = invoke(
+        "labels", "from-masks", root, "--spec", write_spec(tmp_path / "spec.yaml"), "-o", out, "--no-progress"
+    )
     assert_one_error_line(result, path, problem)
     assert not out.exists()
 

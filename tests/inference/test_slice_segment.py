@@ -19,7 +19,9 @@ from tests.data.test_slice_folder import SPEC, make_slice_set, write_spec
 def trained(tmp_path_factory):
     """The liver-tumour bundle's configs trained for seconds on a toy slice set (32 px, 4 x 4 grid)."""
     base = tmp_path_factory.mktemp("slices")
-    data = make_slice_set(base / "data", patients=(("p1", [0, 1, 2, 3]), ("p2", [1, 2, 3, 5]), ("p3", [0, 1, 3])), size=12)
+    data = make_slice_set(
+        base / "data", patients=(("p1", [0, 1, 2, 3]), ("p2", [1, 2, 3, 5]), ("p3", [0, 1, 3])), size=12
+    )
     bundle = tiny_bundle(base, "liver_tumour")
     overrides = {
         "data#sources": [{"root": str(data), "spec": SPEC}],

@@ -53,7 +53,9 @@ def test_hd95_in_pixels_and_said_so(tmp_path, data):
     _predict(pred, "p1", 3, [(1, 5)])
     for z in (0, 2, 4):
         _predict(pred, "p2", z, [(4, 4)])
-    result = invoke("eval", pred, data, "--spec", write_spec(tmp_path / "spec.yaml"), "-o", tmp_path / "ev", "--no-progress")
+    result = invoke(
+        "eval", pred, data, "--spec", write_spec(tmp_path / "spec.yaml"), "-o", tmp_path / "ev", "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "ev" / "cases.csv").read_text().splitlines()
     p1 = next(r for r in rows if r.startswith("p1,"))
