@@ -23,10 +23,14 @@ and reports 3D Dice on the 128 x 128 working grid for each test patient of:
 * the detector's patch ROC AUC inside the region on the test patients (local MIL, local CAM, the game score) and
   its slice AUC: the numbers that decide the rest.
 
+For ``liver_tumour`` (3D-IRCADb HU volumes + LiTS slice folders) the region is the liver, a row scores the whole
+liver as the tumour mask, and every row is also reported per source kind (IRCAD vs LiTS held-out patients).
+
 ``--ablations`` adds, on the same folds: opponent sampling (uniform / vanilla), the agent without the
 merged-sides board, without the extra planes, and with the plain MIL scorer of the earlier bundles.
 
-    .venv/bin/python benchmarks/cohort.py [--tasks prostate] [--folds 3] [--ablations] [--resume] [--only 0 1]
+    .venv/bin/python benchmarks/cohort.py [--tasks prostate liver_tumour] [--folds 3] [--ablations] [--resume]
+                                          [--only 0 1]
 
 Results: ``benchmarks/results/cohort.{md,json,png}``; each finished fold goes at once to
 ``cohort.partial.json`` (``--resume`` skips those).
@@ -67,7 +71,7 @@ from medwss.selfplay.rollout import play_alone
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-BUNDLES = {"prostate": REPO / "bundles" / "prostate"}
+BUNDLES = {"prostate": REPO / "bundles" / "prostate", "liver_tumour": REPO / "bundles" / "liver_tumour"}
 SEED = 0
 QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Candidate ROI quantiles of the calibrated threshold, picked per fold on the validation patients."""
@@ -83,7 +87,8 @@ METHODS = {
     "prior_gated": "learned position prior x slice gate (no local evidence)",
     "box_gated": "central box on slices the detector calls positive",
     "box_all": "central box on every slice (content-free)",
-    "region_gated": "whole body region on slices the detector calls positive",
+    "region_gated": "whole region (body; liver for tumours) on slices the detector calls positive",
+    "organ_prior": "whole organ prior on every slice (the liver as tumour mask)",
     "supervised_unet": "fully-supervised UNet (reads masks)",
     "oracle": "oracle patch mask G16 (reads masks)",
 }
@@ -112,6 +117,36 @@ def patient_folds(patients: list[str], k: int, n_val: int, seed: int = SEED) -> 
         val = [rest[j] for j in rng.permutation(len(rest))[:n_val]]
         train = [p for p in rest if p not in set(val)]
         out.append({"fold": i, "test": sorted(test.tolist()), "val": sorted(val), "train": sorted(train)})
+    return out
+
+
+def patient_kinds(parser) -> dict[str, str]:
+    """Which source (its spec's name: e.g. IRCAD HU volumes vs LiTS slices) each patient comes from."""
+    from medwss.bundle.data import sources_from_config
+    from medwss.data.datalist import discover_cases
+
+    data = parsed(parser, "data")
+    if data.get("manifest"):
+        return {}
+    kinds = {}
+    for source in sources_from_config(data):
+        if getattr(source.spec, "kind", "volumes") == "slices":
+            kinds |= {p.patient: source.spec.name for p in source.spec.discover(source.root)}
+        else:
+            spec, cases = discover_cases(source.root, source.spec)
+            kinds |= {c.patient: spec.name for c in cases}
+    return kinds
+
+
+def summarise_by_kind(summary: dict[str, dict], kinds: dict[str, str]) -> dict[str, dict[str, dict]]:
+    """Per source kind: each row's mean Dice and 95% interval over that kind's held-out patients."""
+    out: dict[str, dict[str, dict]] = {}
+    for kind in sorted(set(kinds.values())):
+        for m, v in summary.items():
+            vals = [d for p, d in v["per_patient"].items() if kinds.get(p) == kind]
+            if vals:
+                lo, hi = bootstrap_ci(vals)
+                out.setdefault(kind, {})[m] = {"mean": float(np.mean(vals)), "ci95": [lo, hi], "n": len(vals)}
     return out
 
 
@@ -258,6 +293,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     region_px = regions if regions is not None else torch.ones_like(truth)
     gr, _ = pick_on_validation(GATES, lambda g: on(va, gated(region_px, g)))
     out["region_gated"] = dice_per_patient(gated(region_px, gr)[te], truth[te], pats["test"])
+    if str(parsed(parser, "data").get("region", "none")) == "prior":
+        out["organ_prior"] = dice_per_patient(region_px[te].bool(), truth[te], pats["test"])
     prior_scores = (prior[None] * gate[:, None, None]).expand(len(data), grid, grid) * legal
     qp, _ = pick_on_validation(QUANTILES, lambda c: on(va, rule_at(c, prior_scores)[1]))
     out["prior_gated"] = dice_per_patient(rule_at(qp, prior_scores)[1][te], truth[te], pats["test"])
@@ -415,7 +452,13 @@ def markdown(result: dict) -> str:
         for m in sorted(summ, key=lambda k: -summ[k]["mean"]):
             lo, hi = summ[m]["ci95"]
             lines.append(f"| {METHODS.get(m, m)} | {summ[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} |")
-        lines += ["", "Detector on the held-out patients of each fold (ROC AUC; patches inside the body region, "
+        for kind, rows in res.get("by_kind", {}).items():
+            lines += ["", f"Held-out patients from {kind} only:", "", "| method | mean 3D Dice | 95% CI | n |",
+                      "|---|---:|---|---:|"]
+            for m in sorted(rows, key=lambda k: -rows[k]["mean"]):
+                lo, hi = rows[m]["ci95"]
+                lines.append(f"| {METHODS.get(m, m)} | {rows[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} | {rows[m]['n']} |")
+        lines += ["", "Detector on the held-out patients of each fold (ROC AUC; patches inside the region, "
                   "labelled ROI when at least half inside the mask):", "",
                   "| fold | test patients | slice AUC | patch AUC MIL cells | patch AUC CAM | patch AUC game score | "
                   "ROI quantile / threshold | RLSP patches per slice (score rule) |",
@@ -524,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, partial_path)
         result["tasks"][task] = {"folds": done, "summary": summarise(done), "patients": len(set(data.patients)),
                                  "slices": len(data), "ablations": summarise(done, "ablations")}
+        kinds = patient_kinds(parser)
+        if len(set(kinds.values())) > 1:
+            result["tasks"][task]["by_kind"] = summarise_by_kind(result["tasks"][task]["summary"], kinds)
     result["meta"] = {"git": git_state(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                       "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
                       "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations, "epochs": args.epochs,

@@ -59,9 +59,13 @@ def evaluate(
     gt_rule: str | None = None,
     pred_rule: str | None = None,
     classes: Sequence[str] | Mapping[str, str] | None = None,
+    spec: str | Path | None = None,
     task: ProgressTask | None = None,
 ):
     """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``.
+
+    With a slice-folder ``spec`` (``kind: slices``), ``gt`` is the slice set's folder and ``pred`` the folder
+    ``medwss segment`` wrote; each patient is scored over its stacked slices (``evaluate_slice_set``).
 
     Args:
         pred, gt: a mask file each, or folders paired by case id (``gt_pattern`` such as
@@ -76,13 +80,27 @@ def evaluate(
         MedwssError: missing or unreadable masks, no matching case, a grid mismatch, bad rules, unwritable output;
             nothing is written then.
     """
+    from medwss.errors import MedwssError
     from medwss.metrics.evaluate import class_rules, evaluate_cases, match_cases, write_report
 
     pred = Path(pred)
+    task = task or ProgressTask()
+    if spec is not None:
+        from medwss.data.datalist import DatasetSpec
+        from medwss.metrics.evaluate import evaluate_slice_set
+
+        loaded = DatasetSpec.load(spec)
+        if getattr(loaded, "kind", "volumes") != "slices":
+            raise MedwssError(spec, "eval takes a --spec only for slice-folder sets (kind: slices)")
+        if classes or gt_rule or pred_rule or gt_pattern:
+            raise MedwssError(
+                spec, "a slice-folder spec's classes set the rules: drop --class/--gt-rule/--pred-rule/--gt-pattern"
+            )
+        out = Path(out) if out is not None else pred / "eval"
+        return write_report(evaluate_slice_set(pred, gt, loaded, progress=task.advance), out)
     rules = class_rules(classes, gt_rule, pred_rule)
     matching = match_cases(pred, gt, gt_pattern)
     out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
-    task = task or ProgressTask()
     task.set_total(len(matching.pairs))
     report = evaluate_cases(matching, rules, progress=task.advance)
     return write_report(report, out)
@@ -172,6 +190,9 @@ def segment(
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
+    With a slice-folder ``spec`` (``kind: slices``) the one input is the slice set's folder and ``out`` a folder:
+    one PNG mask per slice, same size, under ``out`` as the images lie under the set (organ prior from the spec).
+
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
     ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
@@ -197,6 +218,21 @@ def segment(
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
+    if spec is not None:
+        from medwss.data.datalist import DatasetSpec
+        from medwss.errors import MedwssError
+        from medwss.inference.slice_segment import segment_slice_set
+
+        loaded = DatasetSpec.load(spec)
+    if spec is not None and getattr(loaded, "kind", "volumes") == "slices":
+        if len(scans) != 1 or out is None or roi_mask is not None or overlay:
+            raise MedwssError(
+                spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)"
+            )
+        segmenter = Segmenter(bundle or default_bundle(), method)
+        patients = loaded.discover(Path(scans[0]))
+        task.set_total(len(patients))
+        return segment_slice_set(Path(scans[0]), loaded, Path(out), segmenter, progress=task.advance)
     items = find_scan_items([Path(s) for s in scans], pattern, Path(spec) if spec else None)
     scan_paths = [scan for scan, _ in items]
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)

@@ -161,7 +161,11 @@ def segment(
         str | None, typer.Option(metavar="GLOB", help="Which files of a folder are scans, e.g. '*/t2.nii.gz'.")
     ] = None,
     spec: Annotated[
-        Path | None, typer.Option(help="Dataset spec whose image pattern says which files of a folder are scans.")
+        Path | None,
+        typer.Option(
+            help="Dataset spec: its image pattern says which files of a folder are scans; a slice-folder spec "
+            "(kind: slices) makes SCANS a slice set and -o a folder of PNG masks."
+        ),
     ] = None,
     allow_modality_mismatch: Annotated[
         bool,
@@ -175,6 +179,7 @@ def segment(
     """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid.
 
     In a folder, label maps are skipped and per-patient sub-folders are searched; masks keep those sub-folders.
+    A slice-folder set (--spec with kind: slices) gets one lossless PNG mask per slice.
     """
     from medwss import api
     from medwss.runtime.progress import progress_task
@@ -264,10 +269,17 @@ def eval_(
     class_set: Annotated[
         str | None, typer.Option(metavar="SET", help="PNG label maps: name classes as 'voc' or 'coco' (background 0).")
     ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="Slice-folder spec (kind: slices): GT is the slice set, PRED what `segment` wrote for it."),
+    ] = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
     """Dice, IoU, HD95 and mean surface distance (mm) per case and class; mDSC and mIoU over cases.
+
+    A slice-folder set (--spec) is scored per patient over its stacked slices; without spacing, HD95 and MSD are in
+    pixels.
 
     PNG label maps (VOC/COCO photos) are scored the VOC way instead: one confusion matrix, 255 ignored, mIoU.
     """
@@ -276,14 +288,22 @@ def eval_(
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
-    if is_label_png_input(pred, gt):
+    if spec is None and is_label_png_input(pred, gt):
         with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
             semantic = api.evaluate_semantic(pred, gt, out, class_set=class_set, task=task)
         _print_semantic(semantic)
         return
     with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
         report = api.evaluate(
-            pred, gt, out, gt_pattern=gt_pattern, gt_rule=gt_rule, pred_rule=pred_rule, classes=classes, task=task
+            pred,
+            gt,
+            out,
+            gt_pattern=gt_pattern,
+            gt_rule=gt_rule,
+            pred_rule=pred_rule,
+            classes=classes,
+            spec=spec,
+            task=task,
         )
     for path in report.matching.unmatched_predictions:
         typer.echo(f"warning: {path}: no ground truth with this case id; not scored", err=True)
@@ -316,7 +336,8 @@ def _print_eval(report: Any) -> None:
     def fmt(value: float, digits: int = 3) -> str:
         return "n/a" if value != value else f"{value:.{digits}f}"  # NaN: one mask empty, no surface distance
 
-    table = Table("case", "class", "Dice", "IoU", "HD95 (mm)", "MSD (mm)")
+    unit = getattr(report, "units", "mm")
+    table = Table("case", "class", "Dice", "IoU", f"HD95 ({unit})", f"MSD ({unit})")
     for row in report.rows:
         table.add_row(
             escape(row["case"]),
@@ -332,8 +353,8 @@ def _print_eval(report: Any) -> None:
         hd, msd = stats["hd95"], stats["msd"]
         typer.echo(
             f"{name}: mean Dice (mDSC) {fmt(stats['dice']['mean'])}, mIoU {fmt(stats['iou']['mean'])} over {n} "
-            f"case{'s' if n != 1 else ''}; HD95 {fmt(hd['mean'], 2)} mm, MSD {fmt(msd['mean'], 2)} mm "
-            f"(mean over {hd['count']} of {n})"
+            f"case{'s' if n != 1 else ''}; HD95 {fmt(hd['mean'], 2)} {unit}, MSD {fmt(msd['mean'], 2)} {unit} "
+            f"(mean over {hd['count']} of {n})" + ("; no spacing: distances in pixels" if unit == "px" else "")
         )
     typer.echo(f"wrote {report.cases_csv} and {report.summary_json}")
 

@@ -139,6 +139,8 @@ def class_mask_files(sources: Sequence[Source], cache_dir: Path) -> dict[str, Pa
 
     out: dict[str, Path] = {}
     for source in sources:
+        if getattr(source.spec, "kind", "volumes") == "slices":
+            continue  # slice-folder masks are read with the slices (``SliceStack.processed``)
         spec, cases = discover_cases(source.root, source.spec)
         for record in cases:
             target = _mask_cache_path(cache_dir, record.image, "classes")
@@ -151,6 +153,15 @@ def class_mask_files(sources: Sequence[Source], cache_dir: Path) -> dict[str, Pa
                 write_mask(labels, record.image, target)
             out[str(Path(record.image).resolve())] = target
     return out
+
+
+def _slice_stack(item: LabelledImage) -> Any:
+    """The item's slice-folder stack; a 2D image file (from a written slice manifest) as a one-slice stack."""
+    from medwss.data.slice_folder import is_slice_file, one_slice_stack
+
+    if item.stack is not None:
+        return item.stack
+    return one_slice_stack(item.image, item.prior) if is_slice_file(item.image) else None
 
 
 def build_slices(
@@ -182,18 +193,23 @@ def build_slices(
     items = [i for i in manifest.images if patients is None or i.patient in set(patients)]
     if not items:
         raise MedwssError("data", "no scans to build slices from")
-    records, table = [], {}
+    records, processed, table = [], [], {}
     for item in items:
         record: dict[str, Any] = {
             Keys.IMAGE.value: str(item.image),
             Keys.CASE.value: item.case,
             Keys.PATIENT.value: item.patient,
         }
-        if item.prior is not None:
-            record[Keys.PRIOR.value] = str(item.prior)
-        if mask_files is not None:
-            record[Keys.LABEL.value] = str(mask_files[str(Path(item.image).resolve())])
-        records.append(record)
+        stack = _slice_stack(item)
+        if stack is not None:  # a slice-folder patient or a 2D image: read here, no volume pipeline
+            record.update(stack.processed(working_size, with_label=mask_files is not None))
+            processed.append(record)
+        else:
+            if item.prior is not None:
+                record[Keys.PRIOR.value] = str(item.prior)
+            if mask_files is not None:
+                record[Keys.LABEL.value] = str(mask_files[str(Path(item.image).resolve())])
+            records.append(record)
         labelled = np.zeros(item.num_slices, dtype=bool)
         for values in item.presence.values():
             labelled |= ~np.isnan(values[: item.num_slices])
@@ -201,10 +217,18 @@ def build_slices(
             table[(item.case, int(z))] = [
                 float(item.presence[c][z]) if z < len(item.presence[c]) else np.nan for c in manifest.classes
             ]
-    dataset = SliceDataset(
-        records, volume_transforms(preset, working_size), table, context=context, num_workers=num_workers
-    )
-    samples = [dataset[i] for i in range(len(dataset))]
+    datasets = []
+    if records:
+        transforms = volume_transforms(preset, working_size)
+        datasets.append(SliceDataset(records, transforms, table, context=context, num_workers=num_workers))
+    if processed:
+        datasets.append(SliceDataset(processed, None, table, context=context))
+    samples = [dataset[i] for dataset in datasets for i in range(len(dataset))]
+    channels = {int(s[Keys.IMAGE.value].shape[0]) for s in samples}
+    if len(channels) > 1:
+        raise MedwssError(
+            "data", f"slices have different channel counts {sorted(channels)}: set 'channels' in the specs"
+        )
     has_prior = all(Keys.PRIOR.value in s for s in samples)
     masks = None
     if mask_files is not None:

@@ -75,6 +75,10 @@ def check_path(
         return _check_manifest(p, spec, progress, on_total)
     if p.is_file() and p.name == "dataset.json":
         p = p.parent
+    if p.is_dir() and getattr(spec, "kind", "volumes") == "slices":
+        from medwss.data.slice_folder import check_slice_set
+
+        return check_slice_set(p, spec, progress, on_total)
     if p.is_dir() and (spec is not None or (p / "dataset.json").is_file()):
         return _check_dataset(p, spec, progress, on_total)
     if is_volume_path(p):

@@ -25,7 +25,9 @@ from medwss.data.io import strip_suffix, volume_suffix
 from medwss.data.rules import LabelRule, VoxelTest
 from medwss.errors import MedwssError
 
-SPEC_KEYS = {"name", "modality", "preset", "image", "classes", "prior", "patient", "description", "licence", "license"}
+SPEC_KEYS = {
+    "kind", "name", "modality", "preset", "image", "classes", "prior", "patient", "description", "licence", "license",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,22 @@ class DatasetSpec:
     patient: str | None = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], source: str = "dataset spec") -> DatasetSpec:
-        """Build from a mapping (the YAML/JSON spec file's content).
+    def from_config(cls, config: dict[str, Any], source: str = "dataset spec") -> Any:
+        """Build from a mapping (the YAML/JSON spec file's content); ``kind: slices`` gives a slice-folder spec
+        (``medwss.data.slice_folder.SliceSetSpec``), ``kind: volumes`` (the default) this class.
 
         Raises:
-            MedwssError: unknown keys, no classes, malformed rules.
+            MedwssError: unknown keys or kind, no classes, malformed rules.
         """
         if not isinstance(config, dict):
             raise MedwssError(source, "a dataset spec must be a mapping")
+        kind = config.get("kind", "volumes")
+        if kind == "slices":
+            from medwss.data.slice_folder import SliceSetSpec
+
+            return SliceSetSpec.from_config(config, source)
+        if kind != "volumes":
+            raise MedwssError(source, f"unknown dataset spec kind {kind!r} (use 'volumes' or 'slices')")
         unknown = set(config) - SPEC_KEYS
         if unknown:
             raise MedwssError(source, f"unknown dataset spec keys: {', '.join(sorted(unknown))}")
@@ -100,7 +110,7 @@ class DatasetSpec:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> DatasetSpec:
+    def load(cls, path: str | Path) -> Any:
         """Read a spec file (.yaml, .yml or .json).
 
         Raises:
@@ -163,6 +173,8 @@ def discover_cases(
     root = Path(root)
     if not root.is_dir():
         raise MedwssError(root, "data set folder not found")
+    if getattr(spec, "kind", "volumes") == "slices":
+        raise MedwssError(root, "a slice-folder spec has patients of 2D slices, not volume cases")
     if (spec is None or spec.image is None) and (root / "dataset.json").is_file():
         return _discover_msd(root, spec, problems)
     if spec is None or spec.image is None:

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,8 @@ class LabelledImage:
     patient: str
     presence: dict[str, np.ndarray] = field(default_factory=dict)
     prior: Path | None = None
+    stack: Any = None
+    """A slice-folder patient (``medwss.data.slice_folder.SliceStack``) instead of a volume file at ``image``."""
 
     @property
     def num_slices(self) -> int:
@@ -214,6 +217,7 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     if out.suffix.lower() not in (".csv", ".json"):
         raise MedwssError(out, "a manifest is a .csv or .json file")
     try:
+        manifest = _flat(manifest)
         with atomic_output(out) as tmp, tmp.open("w", newline="") as handle:
             base = out.parent.resolve()
             if out.suffix.lower() == ".csv":
@@ -223,6 +227,27 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     except OSError as err:
         raise MedwssError(out, f"cannot write: {err.strerror or err}") from None
     return out
+
+
+def _flat(manifest: Manifest) -> Manifest:
+    """Slice-folder patients as one item per slice file (a 2D image is a one-slice scan; its case is
+    ``<patient>_<order>``), so a written manifest names only real files; the organ prior is the mask file when the
+    spec's prior is ``> 0`` (the only rule a manifest's prior column can express)."""
+    if all(item.stack is None for item in manifest.images):
+        return manifest
+    images = []
+    for item in manifest.images:
+        if item.stack is None:
+            images.append(item)
+            continue
+        prior_is_mask = str(item.stack.spec.prior) == "> 0"
+        for z, row in enumerate(item.stack.patient.rows):
+            flat = LabelledImage(
+                row.image, f"{item.patient}_{row.order}", item.patient, prior=row.mask if prior_is_mask else None
+            )
+            flat.presence = {name: values[z : z + 1] for name, values in item.presence.items()}
+            images.append(flat)
+    return Manifest(manifest.classes, images)
 
 
 def _relative(p: Path, base: Path) -> str:
@@ -278,7 +303,10 @@ def manifest_from_masks(root, spec=None, progress=None) -> Manifest:
     from medwss.data.datalist import discover_cases
     from medwss.data.io import Geometry, read_sitk
     from medwss.data.rules import apply_rule
+    from medwss.data.slice_folder import SliceSetSpec, slice_manifest
 
+    if isinstance(spec, SliceSetSpec):
+        return slice_manifest(root, spec, progress)
     spec, cases = discover_cases(root, spec)
     images = []
     for record in cases:

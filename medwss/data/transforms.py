@@ -65,6 +65,9 @@ PRESETS: dict[str, IntensityPreset] = {
     "ct_liver": IntensityPreset("ct_liver", "CT", window=(-100.0, 250.0)),
     # Abdominal soft-tissue window of MONAI's BTCV (Swin UNETR) tutorial.
     "ct_abdomen": IntensityPreset("ct_abdomen", "CT", window=(-175.0, 250.0)),
+    # The HU window that puts HU CT on the footing of the LiTS slices' channel 1 (an 8-bit render of unknown window):
+    # fitted on liver-voxel quantiles of 3D-IRCADb patients 1 and 7 against LiTS (bundles/liver_tumour/docs).
+    "ct_liver_lits": IntensityPreset("ct_liver_lits", "CT", window=(27.0, 162.0)),
     "mr": IntensityPreset("mr", "MR", percentiles=(1.0, 99.0)),
 }
 

@@ -192,6 +192,7 @@ class Segmenter:
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
         self.method = method
         self.region = str(parser["region"])
+        self.working_size = int(parser["working_size"])
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
         for transform in getattr(self.preprocessing, "transforms", ()):

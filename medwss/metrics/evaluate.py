@@ -216,6 +216,8 @@ class EvalReport:
     matching: Matching
     cases_csv: Path | None = None
     summary_json: Path | None = None
+    units: str = "mm"
+    """Unit of HD95 and MSD: 'mm', or 'px' for slice sets without spacing (pixels; one slice step = 1)."""
 
     @property
     def num_cases(self) -> int:
@@ -226,7 +228,7 @@ class EvalReport:
         data = {
             "cases": self.num_cases,
             "classes": {r.name: {"gt_rule": str(r.gt), "pred_rule": str(r.pred)} for r in self.rules},
-            "units": {"hd95": "mm", "msd": "mm"},
+            "units": {"hd95": self.units, "msd": self.units},
             "mDSC": {name: stats["dice"]["mean"] for name, stats in self.summary.items()},
             "mIoU": {name: stats["iou"]["mean"] for name, stats in self.summary.items()},
             "metrics": self.summary,
@@ -293,3 +295,80 @@ def _no_nan(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slice-folder sets: one predicted mask image per slice, scored per patient over the stacked slices
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def slice_prediction_path(pred_dir: Path, root: Path, image: Path) -> Path:
+    """Where a slice's predicted mask lies: the image's path under the data set root, as a .png under ``pred_dir``
+    (what ``medwss segment`` writes for a slice set)."""
+    return pred_dir / Path(image).relative_to(root).with_suffix(".png")
+
+
+def evaluate_slice_set(
+    pred_dir: str | Path, root: str | Path, spec: Any, progress: Callable[[int], None] | None = None
+) -> EvalReport:
+    """Score a slice set per patient: each patient's predicted and true slices are stacked (in the spec's order)
+    and scored as one (x, y, z) mask. Ground truth: the spec's class rules on the mask images; prediction: label
+    ``> 0`` for a one-class spec, label ``== k`` for the k-th class otherwise. There is no spacing: HD95 and MSD
+    are in pixels (one slice step counts 1) and the report says so (``units: px``).
+
+    A patient with no predicted slice at all is reported as unmatched, not scored.
+
+    Raises:
+        MedwssError: a bad slice set, a prediction missing for some of a patient's slices, a prediction whose size
+            differs from its image.
+    """
+    from medwss.data.slice_folder import read_slice_mask
+
+    pred_dir, root = Path(pred_dir), Path(root)
+    if not pred_dir.is_dir():
+        raise MedwssError(pred_dir, "prediction folder not found")
+    names = list(spec.classes)
+    rules = [
+        ClassRule(name, test, VoxelTest.parse("> 0") if len(names) == 1 else VoxelTest("==", (float(k),)))
+        for k, (name, test) in enumerate(spec.classes.items(), start=1)
+    ]
+    rows: list[dict[str, Any]] = []
+    matching = Matching([])
+    for patient in spec.discover(root):
+        preds = [slice_prediction_path(pred_dir, root, row.image) for row in patient.rows]
+        found = [p.is_file() for p in preds]
+        if not any(found):
+            matching.unmatched_ground_truths.append(root / patient.patient)
+            continue
+        if not all(found):
+            missing = preds[found.index(False)]
+            raise MedwssError(missing, f"no prediction for this slice of patient {patient.patient!r}")
+        gt_slices, pred_slices = [], []
+        for row, pred in zip(patient.rows, preds, strict=True):
+            labels = read_slice_mask(row.mask) if row.mask is not None else None
+            if labels is None:
+                raise MedwssError(row.where, "no mask for this slice")
+            predicted = read_slice_mask(pred)
+            if predicted.shape != labels.shape:
+                raise MedwssError(
+                    pred, f"prediction size {predicted.shape[0]}x{predicted.shape[1]} differs from its mask's "
+                    f"{labels.shape[0]}x{labels.shape[1]}"
+                )
+            gt_slices.append(labels)
+            pred_slices.append(predicted)
+        gt_stack, pred_stack = np.stack(gt_slices, -1), np.stack(pred_slices, -1)
+        matching.pairs.append(CasePair(patient.patient, pred_dir, root))
+        for rule in rules:
+            pred_mask, gt_mask = rule.pred(pred_stack), rule.gt(gt_stack)
+            row_out: dict[str, Any] = {"case": patient.patient, "class": rule.name}
+            row_out.update(case_metrics(pred_mask, gt_mask, spacing=None))
+            row_out.update(pred_voxels=int(np.count_nonzero(pred_mask)), gt_voxels=int(np.count_nonzero(gt_mask)))
+            row_out.update(pred=str(pred_dir), gt=str(root))
+            rows.append(row_out)
+        if progress is not None:
+            progress(1)
+    if not matching.pairs:
+        raise MedwssError(pred_dir, f"no predicted slice for any patient of {root}")
+    summary = {rule.name: summarise({k: r[k] for k in METRICS} for r in rows if r["class"] == rule.name)
+               for rule in rules}
+    return EvalReport(rows, summary, rules, matching, units="px")

@@ -90,3 +90,24 @@ def test_borrowed_rows_fill_only_what_a_fold_lacks_and_must_match_its_patients(b
     assert merged["borrowed"] == ["supervised_unet", "ablations"] and "supervised_unet" not in fold["dice"]
     with pytest.raises(ValueError, match="other test patients"):
         bench.with_borrowed(fold, dict(other, patients={"test": ["c"]}), Path("other.json"))
+
+
+def test_rows_per_source_kind_in_summary_and_report(bench):
+    summary = {"rlsp": {"mean": 0.5, "ci95": [0.1, 0.9], "n": 3,
+                        "per_patient": {"ircad1": 0.9, "lits1": 0.2, "lits2": 0.4}},
+               "organ_prior": {"mean": 0.1, "ci95": [0.0, 0.2], "n": 3,
+                               "per_patient": {"ircad1": 0.15, "lits1": 0.05, "lits2": 0.1}}}
+    kinds = {"ircad1": "ircadb", "lits1": "lits_slices", "lits2": "lits_slices"}
+    by_kind = bench.summarise_by_kind(summary, kinds)
+    assert by_kind["ircadb"]["rlsp"] == {"mean": pytest.approx(0.9), "ci95": [pytest.approx(0.9)] * 2, "n": 1}
+    assert by_kind["lits_slices"]["rlsp"]["mean"] == pytest.approx(0.3) and by_kind["lits_slices"]["rlsp"]["n"] == 2
+    assert by_kind["lits_slices"]["organ_prior"]["mean"] == pytest.approx(0.075)
+
+
+def test_liver_task_knows_its_patient_kinds(bench):
+    from tests.data.test_slice_folder import LITS
+
+    if not (LITS / "slices.csv").is_file():
+        pytest.skip("shared data not present")
+    kinds = bench.patient_kinds(bench.task_parser("liver_tumour", LITS.parents[1]))
+    assert sorted(set(kinds.values())) == ["ircadb", "lits_slices"] and len(kinds) == 16
