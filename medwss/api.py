@@ -165,19 +165,22 @@ def segment(
     method: str = "rlsp",
     roi_mask: str | Path | None = None,
     overlay: bool = False,
+    fmt: str = "nifti",
     task: ProgressTask | None = None,
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
-    ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
+    ``overlay`` a PNG of the mask on the scan is written beside it. ``fmt`` ``dicom-seg`` writes a DICOM SEG
+    referencing the source series instead (``<mask>.seg.dcm``; DICOM series inputs only, needs the ``dicom-seg``
+    extra), ``both`` writes both. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
 
     Raises:
         MedwssError: bad scans, masks, outputs or bundle.
     """
     from medwss.inference.photo_training import is_photo_bundle
-    from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+    from medwss.inference.segment import Segmenter, check_format, find_scans, match_priors, output_paths
 
     if bundle is not None and is_photo_bundle(bundle):
         from medwss.errors import MedwssError
@@ -185,19 +188,23 @@ def segment(
 
         if roi_mask is not None:
             raise MedwssError(roi_mask, "photo bundles take no organ prior mask")
+        if fmt != "nifti":
+            raise MedwssError("--format", "photo bundles write PNG label maps; DICOM SEG is for DICOM series")
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
     scan_paths = find_scans([Path(s) for s in scans])
+    check_format(scan_paths, fmt)
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
-    outs = output_paths(scan_paths, Path(out) if out else None, method)
+    outs = output_paths(scan_paths, Path(out) if out else None, method, fmt)
     segmenter = Segmenter(bundle or default_bundle(), method)
     task.set_total(len(scan_paths))
     written = []
     for scan, prior, target in zip(scan_paths, priors, outs, strict=True):
         task.describe(f"segmenting {scan.name}")
-        png = target.with_name(target.name.split(".nii")[0] + "_overlay.png") if overlay else None
-        written.append(segmenter.segment(scan, target, prior, png))
+        stem = target.name.split(".nii")[0].removesuffix(".dcm").removesuffix(".seg")
+        png = target.with_name(stem + "_overlay.png") if overlay else None
+        written += segmenter.segment(scan, target, prior, png, fmt)
         task.advance(1)
     return written
 

@@ -139,6 +139,14 @@ class Method(str, Enum):
     single_agent = "single-agent"
 
 
+class OutputFormat(str, Enum):
+    """Mask file formats of ``medwss segment``."""
+
+    nifti = "nifti"
+    dicom_seg = "dicom-seg"
+    both = "both"
+
+
 @app.command()
 @user_errors
 def segment(
@@ -152,17 +160,31 @@ def segment(
         Path | None, typer.Option(help="Organ prior mask (a file, or a folder of masks named like the scans).")
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <mask>_overlay.png.")] = False,
+    format_: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="nifti, dicom-seg (a DICOM SEG <mask>.seg.dcm referencing a DICOM series input) or both.",
+        ),
+    ] = OutputFormat.nifti,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Segment scans with a bundle; masks are NIfTI on exactly each scan's grid."""
+    """Segment scans with a bundle; masks are NIfTI (or DICOM SEG) on exactly each scan's grid."""
     from medwss import api
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
     with progress_task("segmenting", enabled=not no_progress) as task:
         written = api.segment(
-            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task
+            scans,
+            out,
+            bundle=bundle,
+            method=method.value,
+            roi_mask=roi_mask,
+            overlay=overlay,
+            fmt=format_.value,
+            task=task,
         )
     for path in written:
         typer.echo(f"wrote {path}")

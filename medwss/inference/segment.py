@@ -1,4 +1,4 @@
-"""``medwss segment``: scans in, NIfTI masks out, on exactly each scan's grid.
+"""``medwss segment``: scans in, NIfTI masks (and DICOM SEG for DICOM series) out, on exactly each scan's grid.
 
 One ``Segmenter`` per bundle and method parses the bundle's ``inference.yaml`` once (the same objects MONAI's
 evaluator and MONAI Label use: preprocessing, ``SelfPlayInferer``, the agent), then segments scan after scan.
@@ -73,16 +73,21 @@ def match_priors(scans: Sequence[Path], roi: Path | None) -> list[Path | None]:
     return out
 
 
-def output_paths(scans: Sequence[Path], out: Path | None, method: str) -> list[Path]:
+def output_paths(scans: Sequence[Path], out: Path | None, method: str, fmt: str = "nifti") -> list[Path]:
     """Where each mask goes: ``out`` itself for one scan named *.nii(.gz), else ``out/<case>.nii.gz``; by default
     ``./<case>_<method>.nii.gz`` (the current folder: input folders may be read-only, and inputs stay untouched).
+
+    With ``fmt`` ``dicom-seg`` the NIfTI path names where the SEG goes (``seg_path``); one scan may then also take
+    ``-o <file>.dcm``.
 
     Raises:
         MedwssError: two scans with the same case id, or an output equal to an input.
     """
     from medwss.data.io import NIFTI_SUFFIXES, strip_suffix, volume_suffix
 
-    if out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
+    if out is not None and len(scans) == 1 and fmt == "dicom-seg" and out.name.lower().endswith(".dcm"):
+        paths = [out]
+    elif out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
         paths = [out]
     elif out is not None:
         if out.exists() and not out.is_dir():
@@ -94,9 +99,36 @@ def output_paths(scans: Sequence[Path], out: Path | None, method: str) -> list[P
         raise MedwssError(out or Path("."), "two scans share a case id; their masks would overwrite each other")
     inputs = {Path(s).resolve() for s in scans}
     for p in paths:
-        if p.resolve() in inputs:
+        if p.resolve() in inputs or (fmt != "nifti" and seg_path(p).resolve() in inputs):
             raise MedwssError(p, "refusing to overwrite an input scan")
     return paths
+
+
+def seg_path(target: Path) -> Path:
+    """The DICOM SEG beside a NIfTI mask path: ``x.nii.gz`` -> ``x.seg.dcm`` (a ``.dcm`` path is kept)."""
+    from medwss.data.dicom_seg import SEG_SUFFIX
+
+    if target.name.lower().endswith(".dcm"):
+        return target
+    return target.with_name(target.name.split(".nii")[0] + SEG_SUFFIX)
+
+
+def check_format(scans: Sequence[Path], fmt: str) -> None:
+    """Refuse, before any work, an output format the inputs or the installed packages cannot give.
+
+    Raises:
+        MedwssError: an unknown format; DICOM SEG for a scan that is not a DICOM series folder, or without highdicom.
+    """
+    from medwss.data.dicom_seg import FORMATS, require_highdicom
+
+    if fmt not in FORMATS:
+        raise MedwssError("--format", f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+    if fmt == "nifti":
+        return
+    for scan in scans:
+        if not Path(scan).is_dir():
+            raise MedwssError(scan, f"--format {fmt}: DICOM SEG needs a DICOM series folder as input, not a file")
+    require_highdicom(f"--format {fmt}")
 
 
 class Segmenter:
@@ -121,13 +153,39 @@ class Segmenter:
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
 
-    def segment(self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None) -> Path:
-        """Segment one scan and write its mask (and an overlay PNG) atomically.
+    def segment(
+        self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None, fmt: str = "nifti"
+    ) -> list[Path]:
+        """Segment one scan and write its mask (NIfTI at ``out``, a DICOM SEG at ``seg_path(out)``, or both by
+        ``fmt``) and an overlay PNG, each atomically; returns the files written.
 
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
         """
-        from medwss.data.io import write_mask
+        mask = self.predict(scan, prior)
+        written = []
+        if fmt in ("nifti", "both"):
+            from medwss.data.io import write_mask
+
+            written.append(write_mask(mask, scan, out))
+        if fmt in ("dicom-seg", "both"):
+            from medwss.data.dicom_seg import segment_info, write_dicom_seg
+
+            written.append(write_dicom_seg(mask, scan, seg_path(out), segment_info(self.root, self.method)))
+        if overlay is not None:
+            from medwss.data.io import read_volume_array
+            from medwss.viz.overlay import draw_overlay
+
+            image = read_volume_array(scan)[0]
+            draw_overlay(image, mask, overlay, title=f"{scan.name}: {self.method} ({int(mask.sum())} voxels)")
+        return written
+
+    def predict(self, scan: Path, prior: Path | None = None):
+        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any).
+
+        Raises:
+            MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
+        """
         from medwss.data.transforms import unwrap_errors
         from medwss.inference.loading import InvertToOriginald
 
@@ -146,11 +204,4 @@ class Segmenter:
             from medwss.data.io import read_mask_array
 
             mask &= read_mask_array(prior, scan)[0] > 0
-        written = write_mask(mask, scan, out)
-        if overlay is not None:
-            from medwss.data.io import read_volume_array
-            from medwss.viz.overlay import draw_overlay
-
-            image = read_volume_array(scan)[0]
-            draw_overlay(image, mask, overlay, title=f"{scan.name}: {self.method} ({int(mask.sum())} voxels)")
-        return written
+        return mask
