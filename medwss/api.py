@@ -59,15 +59,23 @@ def evaluate(
     gt_rule: str | None = None,
     pred_rule: str | None = None,
     classes: Sequence[str] | Mapping[str, str] | None = None,
+    report_html: str | Path | None = None,
+    images: str | Path | None = None,
+    bundle: str | None = None,
+    command: str = "",
     task: ProgressTask | None = None,
 ):
-    """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``.
+    """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``
+    (and, with ``report_html``, one self-contained HTML page: summary, cases by Dice with overlays, Dice plot).
 
     Args:
         pred, gt: a mask file each, or folders paired by case id (``gt_pattern`` such as
             ``"{case}/gland_reader1.nii.gz"`` finds ground truths laid out one folder per case).
         out: output folder; default ``eval/`` in the prediction folder (or next to the prediction file).
         gt_rule, pred_rule, classes: label rules, see ``medwss.metrics.evaluate.class_rules``.
+        report_html: HTML report to write (``medwss.viz.report``).
+        images: the scans under the report's overlays: a scan for one case, or a folder of scans named by case id.
+        bundle, command: what produced the predictions, stated in the report.
 
     Returns:
         the ``EvalReport`` written (rows, per-class summary, unmatched files, output paths).
@@ -80,12 +88,27 @@ def evaluate(
 
     pred = Path(pred)
     rules = class_rules(classes, gt_rule, pred_rule)
+    if report_html is not None:
+        from medwss.viz.report import check_report_path
+
+        check_report_path(report_html)
     matching = match_cases(pred, gt, gt_pattern)
     out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
     task = task or ProgressTask()
-    task.set_total(len(matching.pairs))
+    task.set_total(len(matching.pairs) * (2 if report_html is not None else 1))
     report = evaluate_cases(matching, rules, progress=task.advance)
-    return write_report(report, out)
+    if report_html is None:
+        return write_report(report, out)
+    from medwss.viz.report import write_html_report
+
+    task.describe("drawing the report")
+    html = write_html_report(
+        report, report_html, images=Path(images) if images else None, command=command, bundle=bundle,
+        progress=task.advance,
+    )  # fmt: skip
+    report = write_report(report, out)
+    report.report_html = html
+    return report
 
 
 def evaluate_semantic(

@@ -265,6 +265,19 @@ def eval_(
     class_set: Annotated[
         str | None, typer.Option(metavar="SET", help="PNG label maps: name classes as 'voc' or 'coco' (background 0).")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="HTML", help="Also write one self-contained HTML page: summary, cases by Dice with overlays, plot."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Scans under the report's overlays: a scan (one case) or a folder named by case id."),
+    ] = None,
+    bundle: Annotated[
+        str | None, typer.Option(help="Bundle (and method) that made the predictions, stated in the report.")
+    ] = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
@@ -278,19 +291,40 @@ def eval_(
 
     _setup_logging(verbose)
     if is_label_png_input(pred, gt):
+        if report is not None:
+            typer.echo(f"error: {report}: --report is for volume masks, not PNG label maps", err=True)
+            raise typer.Exit(2)
         with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
             semantic = api.evaluate_semantic(pred, gt, out, class_set=class_set, task=task)
         _print_semantic(semantic)
         return
     with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
-        report = api.evaluate(
-            pred, gt, out, gt_pattern=gt_pattern, gt_rule=gt_rule, pred_rule=pred_rule, classes=classes, task=task
+        result = api.evaluate(
+            pred,
+            gt,
+            out,
+            gt_pattern=gt_pattern,
+            gt_rule=gt_rule,
+            pred_rule=pred_rule,
+            classes=classes,
+            report_html=report,
+            images=images,
+            bundle=bundle,
+            command=_command_line(),
+            task=task,
         )
-    for path in report.matching.unmatched_predictions:
+    for path in result.matching.unmatched_predictions:
         typer.echo(f"warning: {path}: no ground truth with this case id; not scored", err=True)
-    for path in report.matching.unmatched_ground_truths:
+    for path in result.matching.unmatched_ground_truths:
         typer.echo(f"warning: {path}: no prediction for this case; not scored", err=True)
-    _print_eval(report)
+    _print_eval(result)
+
+
+def _command_line() -> str:
+    """The command as typed (``medwss ...``), for reports; the arguments alone when not run as ``medwss``."""
+    import shlex
+
+    return "medwss " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
 
 
 def _print_semantic(report: Any) -> None:
@@ -337,6 +371,8 @@ def _print_eval(report: Any) -> None:
             f"(mean over {hd['count']} of {n})"
         )
     typer.echo(f"wrote {report.cases_csv} and {report.summary_json}")
+    if report.report_html is not None:
+        typer.echo(f"wrote {report.report_html}")
 
 
 def hide_ignite() -> None:

@@ -131,6 +131,17 @@ def check_format(scans: Sequence[Path], fmt: str) -> None:
     require_highdicom(f"--format {fmt}")
 
 
+def bundle_modality(bundle: Path) -> str:
+    """The modality of a bundle's input image (``metadata.json``), e.g. ``CT``; empty when it does not say."""
+    import json
+
+    meta = bundle / "configs" / "metadata.json"
+    if not meta.is_file():
+        return ""
+    inputs = json.loads(meta.read_text()).get("network_data_format", {}).get("inputs", {})
+    return str(inputs.get("image", {}).get("modality", ""))
+
+
 class Segmenter:
     """A bundle's inference objects, built once.
 
@@ -152,6 +163,7 @@ class Segmenter:
         self.region = str(parser["region"])
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
+        self.modality = bundle_modality(self.root)
 
     def segment(
         self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None, fmt: str = "nifti"
@@ -176,8 +188,9 @@ class Segmenter:
             from medwss.data.io import read_volume_array
             from medwss.viz.overlay import draw_overlay
 
-            image = read_volume_array(scan)[0]
-            draw_overlay(image, mask, overlay, title=f"{scan.name}: {self.method} ({int(mask.sum())} voxels)")
+            image, _, modality = read_volume_array(scan)
+            title = f"{scan.name}: {self.method} ({int(mask.sum())} voxels)"
+            draw_overlay(image, mask, overlay, title=title, modality=modality or self.modality)
         return written
 
     def predict(self, scan: Path, prior: Path | None = None):

@@ -216,6 +216,7 @@ class EvalReport:
     matching: Matching
     cases_csv: Path | None = None
     summary_json: Path | None = None
+    report_html: Path | None = None
 
     @property
     def num_cases(self) -> int:

@@ -19,6 +19,18 @@ def pick_slices(mask: np.ndarray, count: int) -> list[int]:
     return [int(pool[i]) for i in picks]
 
 
+CT_SOFT_TISSUE = (-160.0, 240.0)
+"""CT display window in HU: the soft-tissue window, level 40, width 400."""
+
+
+def display_range(image: np.ndarray, modality: str = "") -> tuple[float, float]:
+    """Grey-level range to show a scan with: the soft-tissue window for CT (HU), else the 1st-99th percentile."""
+    if modality.upper() == "CT":
+        return CT_SOFT_TISSUE
+    lo, hi = np.percentile(np.asarray(image, dtype=np.float32), [1, 99])
+    return float(lo), (float(hi) if hi > lo else float(lo) + 1.0)
+
+
 def draw_overlay(
     image: np.ndarray,
     mask: np.ndarray,
@@ -27,12 +39,13 @@ def draw_overlay(
     count: int = 6,
     title: str = "",
     reference: np.ndarray | None = None,
+    modality: str = "",
 ) -> Path:
     """Draw ``count`` axial slices of ``image`` (x, y, z) with ``mask`` filled in red and, when given, a
     ``reference`` mask outlined in green; write the PNG atomically.
 
-    Slices are shown as a radiologist reads them: rows = y, columns = x, intensity clipped to the 1st-99th
-    percentile of the volume.
+    Slices are shown as a radiologist reads them: rows = y, columns = x, intensity in the soft-tissue window for CT
+    (``modality`` ``CT``), else clipped to the 1st-99th percentile of the volume.
     """
     import matplotlib
 
@@ -41,7 +54,7 @@ def draw_overlay(
 
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask) > 0
-    lo, hi = np.percentile(image, [1, 99])
+    lo, hi = display_range(image, modality)
     zs = pick_slices(mask if mask.any() or reference is None else np.asarray(reference) > 0, count)
     fig, axes = plt.subplots(1, len(zs), figsize=(2.6 * len(zs), 2.9), squeeze=False)
     for ax, z in zip(axes[0], zs, strict=True):
