@@ -86,17 +86,20 @@ def case_overlay(
 
     from medwss.viz.overlay import display_range
 
+    from matplotlib.colors import ListedColormap
+
     zs = slices_that_matter(pred, gt)
-    fig, axes = plt.subplots(1, len(zs), figsize=(1.7 * len(zs), 1.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(zs), figsize=(2.0 * len(zs), 2.2), squeeze=False)
+    red = ListedColormap(["red"])
     lo, hi = display_range(image, modality) if image is not None else (0.0, 1.0)
     for ax, z in zip(axes[0], zs, strict=True):
         background = image[..., z].T if image is not None else np.zeros(gt.shape[:2][::-1])
         ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, origin="upper")
         p = pred[..., z].T
-        ax.imshow(np.ma.masked_where(~p, p), cmap="autumn", alpha=0.5, origin="upper", vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_where(~p, p), cmap=red, alpha=0.45, origin="upper")
         if gt[..., z].any():
             ax.contour(gt[..., z].T, levels=[0.5], colors="lime", linewidths=0.8)
-        ax.set_title(f"z={z}", fontsize=7)
+        ax.set_title(f"z={z}", fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=7)
