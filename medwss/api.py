@@ -171,7 +171,7 @@ def train_bundle(
     stages = [stage] if stage else stages_of(bundle)
     notes = []
     for name in stages:
-        with progress_task(f"{name}", enabled=progress) as task:
+        with progress_task(f"{name}", enabled=progress, lines=True) as task:
             notes.append(
                 train_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command

@@ -122,10 +122,22 @@ def train(
     overrides = parse_overrides(set_ or [])
     if seed is not None:
         overrides["seed"] = seed
+    from medwss.runtime.interrupt import TrainingInterrupted
+
     command = "medwss " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
-    notes = api.train_bundle(
-        bundle, stage, overrides=overrides, run_dir=run_dir, restart=restart, progress=not no_progress, command=command
-    )
+    try:
+        notes = api.train_bundle(
+            bundle,
+            stage,
+            overrides=overrides,
+            run_dir=run_dir,
+            restart=restart,
+            progress=not no_progress,
+            command=command,
+        )
+    except TrainingInterrupted as stopped:
+        typer.echo(f"interrupted: {stopped}", err=True)
+        raise typer.Exit(130) from None
     for note in notes:
         metrics = ", ".join(f"{k} {v}" for k, v in note.get("metrics", {}).items())
         typer.echo(f"{note['stage']}: exported to {bundle}/models ({metrics})")

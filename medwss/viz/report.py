@@ -83,10 +83,9 @@ def case_overlay(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     from medwss.viz.overlay import display_range
-
-    from matplotlib.colors import ListedColormap
 
     zs = slices_that_matter(pred, gt)
     fig, axes = plt.subplots(1, len(zs), figsize=(2.0 * len(zs), 2.2), squeeze=False)
