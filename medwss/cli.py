@@ -187,7 +187,7 @@ def segment(
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
-    with progress_task("segmenting", enabled=not no_progress) as task:
+    with progress_task("segmenting", enabled=not no_progress, lines=True) as task:
         written = api.segment(
             scans,
             out,

@@ -228,15 +228,16 @@ largest masks.</small></p>
 def case_masks(report: Any, case: str) -> tuple[np.ndarray, np.ndarray]:
     """The (prediction, ground truth) masks of one case: the union over the report's classes."""
     from medwss.data.io import read_mask_array
+    from medwss.metrics.evaluate import gt_class_mask, read_ground_truths
 
     pair = next(p for p in report.matching.pairs if p.case == case)
     pred_labels, _ = read_mask_array(pair.pred)
-    gt_labels, _ = read_mask_array(pair.gt)
+    gt_labels, _ = read_ground_truths(pair)
     pred = np.zeros(pred_labels.shape, bool)
-    gt = np.zeros(gt_labels.shape, bool)
+    gt = np.zeros(gt_labels[0].shape, bool)
     for rule in report.rules:
         pred |= np.asarray(rule.pred(pred_labels), bool)
-        gt |= np.asarray(rule.gt(gt_labels), bool)
+        gt |= gt_class_mask(gt_labels, rule)
     return pred, gt
 
 
