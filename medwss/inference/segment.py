@@ -185,12 +185,16 @@ class Segmenter:
 
             written.append(write_dicom_seg(mask, scan, seg_path(out), segment_info(self.root, self.method)))
         if overlay is not None:
-            from medwss.data.io import read_volume_array
-            from medwss.viz.overlay import draw_overlay
+            from medwss.data.io import read_mask_array, read_volume_array
+            from medwss.viz.overlay import axis_codes, draw_overlay, method_free_slices
 
-            image, _, modality = read_volume_array(scan)
+            image, geometry, modality = read_volume_array(scan)
+            region = read_mask_array(prior, scan)[0] > 0 if prior is not None else None
             title = f"{scan.name}: {self.method} ({int(mask.sum())} voxels)"
-            draw_overlay(image, mask, overlay, title=title, modality=modality or self.modality)
+            draw_overlay(
+                image, mask, overlay, title=title, modality=modality or self.modality,
+                codes=axis_codes(geometry.direction), slices=method_free_slices(image.shape[-1], region),
+            )  # fmt: skip
         return written
 
     def predict(self, scan: Path, prior: Path | None = None):
