@@ -75,29 +75,35 @@ def _png(fig, dpi: int = 80) -> str:
 
 
 def case_overlay(
-    pred: np.ndarray, gt: np.ndarray, image: np.ndarray | None = None, modality: str = "", title: str = ""
+    pred: np.ndarray,
+    gt: np.ndarray,
+    image: np.ndarray | None = None,
+    modality: str = "",
+    title: str = "",
+    codes: Sequence[str] = ("L", "P", "S"),
 ) -> str:
     """A small PNG data URI: the slices that matter, prediction filled red and ground truth outlined green, on the
-    scan when given (soft-tissue window for CT) or on black."""
+    scan when given (soft-tissue window for CT) or on black, shown as ``segment`` overlays are (``codes``: where
+    the array's axes point, ``medwss.viz.overlay.axis_codes``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from medwss.viz.overlay import display_range
+    from medwss.viz.overlay import display_range, display_slice
 
     zs = slices_that_matter(pred, gt)
     fig, axes = plt.subplots(1, len(zs), figsize=(2.0 * len(zs), 2.2), squeeze=False)
     red = ListedColormap(["red"])
     lo, hi = display_range(image, modality) if image is not None else (0.0, 1.0)
     for ax, z in zip(axes[0], zs, strict=True):
-        background = image[..., z].T if image is not None else np.zeros(gt.shape[:2][::-1])
-        ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, origin="upper")
-        p = pred[..., z].T
+        background = image[..., z] if image is not None else np.zeros(gt.shape[:2])
+        ax.imshow(display_slice(background, codes), cmap="gray", vmin=lo, vmax=hi, origin="upper")
+        p = display_slice(pred[..., z], codes)
         ax.imshow(np.ma.masked_where(~p, p), cmap=red, alpha=0.45, origin="upper")
         if gt[..., z].any():
-            ax.contour(gt[..., z].T, levels=[0.5], colors="lime", linewidths=0.8)
+            ax.contour(display_slice(gt[..., z], codes), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_title(f"z={z}", fontsize=9)
         ax.axis("off")
     if title:
@@ -225,20 +231,20 @@ largest masks.</small></p>
 """
 
 
-def case_masks(report: Any, case: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (prediction, ground truth) masks of one case: the union over the report's classes."""
+def case_masks(report: Any, case: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The (prediction, ground truth) masks of one case (the union over the report's classes) and their grid."""
     from medwss.data.io import read_mask_array
     from medwss.metrics.evaluate import gt_class_mask, read_ground_truths
 
     pair = next(p for p in report.matching.pairs if p.case == case)
     pred_labels, _ = read_mask_array(pair.pred)
-    gt_labels, _ = read_ground_truths(pair)
+    gt_labels, grid = read_ground_truths(pair)
     pred = np.zeros(pred_labels.shape, bool)
     gt = np.zeros(gt_labels[0].shape, bool)
     for rule in report.rules:
         pred |= np.asarray(rule.pred(pred_labels), bool)
         gt |= gt_class_mask(gt_labels, rule)
-    return pred, gt
+    return pred, gt, grid
 
 
 def find_case_images(images: Path | None, cases: Sequence[str]) -> dict[str, Path]:
@@ -277,19 +283,20 @@ def write_html_report(
         MedwssError: a bad report path, or an unreadable scan given in ``images``.
     """
     from medwss.data.io import read_volume_array
+    from medwss.viz.overlay import axis_codes
 
     out = check_report_path(out)
     cases = [p.case for p in report.matching.pairs]
     scans = find_case_images(images, cases)
     overlays = {}
     for case in cases:
-        pred, gt = case_masks(report, case)
+        pred, gt, grid = case_masks(report, case)
         image, modality = None, ""
         if case in scans:
             image, _, modality = read_volume_array(scans[case])
             if image.shape != gt.shape:
                 raise MedwssError(scans[case], f"scan shape {image.shape} differs from its masks' {gt.shape}")
-        overlays[case] = case_overlay(pred, gt, image, modality)
+        overlays[case] = case_overlay(pred, gt, image, modality, codes=axis_codes(grid.direction))
         if progress is not None:
             progress(1)
     text = render_html(report, overlays, command=command, bundle=bundle)
