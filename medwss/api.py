@@ -224,7 +224,7 @@ def segment(
     task.set_total(len(scan_paths))
     written = []
     for scan, prior, target in zip(scan_paths, priors, outs, strict=True):
-        task.describe(f"segmenting {scan.name}")
+        task.describe(f"segmenting {scan.name}: scan")
         stem = target.name.split(".nii")[0].removesuffix(".dcm").removesuffix(".seg")
         png = target.with_name(stem + "_overlay.png") if overlay else None
         written += segmenter.segment(scan, target, prior, png, fmt)
