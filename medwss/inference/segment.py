@@ -129,6 +129,10 @@ def check_format(scans: Sequence[Path], fmt: str) -> None:
         if not Path(scan).is_dir():
             raise MedwssError(scan, f"--format {fmt}: DICOM SEG needs a DICOM series folder as input, not a file")
     require_highdicom(f"--format {fmt}")
+    from medwss.data.dicom_seg import read_source_series
+
+    for scan in scans:  # headers only: a series a SEG cannot reference stops the run before any mask is written
+        read_source_series(Path(scan))
 
 
 def bundle_modality(bundle: Path) -> str:

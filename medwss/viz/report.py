@@ -182,9 +182,10 @@ def render_html(
     case_rows = []
     for rank, case in enumerate(sorted(by_case, key=lambda c: (mean_dice(c), c)), 1):
         rows = by_case[case]
+        dot = "&nbsp;&middot; "
         metrics = "".join(
-            f"<div><b>{e(r['class'])}</b> Dice {_fmt(r['dice'])} · IoU {_fmt(r['iou'])} · HD95 "
-            f"{_fmt(r['hd95'], 2)} mm · MSD {_fmt(r['msd'], 2)} mm<br><small>{r['pred_voxels']} predicted / "
+            f"<div><b>{e(r['class'])}</b> Dice {_fmt(r['dice'])}{dot}IoU {_fmt(r['iou'])}{dot}HD95 "
+            f"{_fmt(r['hd95'], 2)} mm{dot}MSD {_fmt(r['msd'], 2)} mm<br><small>{r['pred_voxels']} predicted / "
             f"{r['gt_voxels']} true voxels</small></div>"
             for r in rows
         )

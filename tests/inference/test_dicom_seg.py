@@ -149,3 +149,15 @@ def test_missing_highdicom_is_one_line_with_the_pip_command_before_any_work(tmp_
     assert_one_error_line(result, "--format both", "DICOM SEG output needs highdicom")
     assert "pip install 'medwss[dicom-seg]'" in result.stderr
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_series_without_frame_of_reference_is_refused_before_any_mask(tmp_path, trained):  # noqa: F811
+    bundle, _ = trained
+    folder = tmp_path / "series"
+    files = write_pydicom_series(_image(), folder)
+    ds = pydicom.dcmread(files[2])
+    del ds.FrameOfReferenceUID
+    ds.save_as(files[2])
+    result = invoke("segment", folder, "-o", tmp_path / "out" / "m.nii.gz", "--bundle", bundle, "--format", "both")
+    assert_one_error_line(result, files[2], "no FrameOfReferenceUID: cannot place a DICOM SEG frame")
+    assert not (tmp_path / "out").exists()

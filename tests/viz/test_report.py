@@ -48,8 +48,8 @@ def test_report_is_self_contained_sorted_and_renders_in_chromium(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == f"wrote {page}"
-    text = page.read_text()
-    assert "src=\"http" not in text and "<link" not in text and "<script" not in text  # nothing fetched
+    text = page.read_text(encoding="utf-8")
+    assert 'src="http' not in text and "<link" not in text and "<script" not in text  # nothing fetched
     images = DATA_URI.findall(text)
     assert len(images) == 4  # the Dice plot and one overlay per case
     for data in images:
