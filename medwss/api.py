@@ -60,9 +60,14 @@ def evaluate(
     pred_rule: str | None = None,
     classes: Sequence[str] | Mapping[str, str] | None = None,
     spec: str | Path | None = None,
+    report_html: str | Path | None = None,
+    images: str | Path | None = None,
+    bundle: str | None = None,
+    command: str = "",
     task: ProgressTask | None = None,
 ):
-    """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``.
+    """Score predicted masks against ground truth per case and class; write ``cases.csv`` and ``summary.json``
+    (and, with ``report_html``, one self-contained HTML page: summary, cases by Dice with overlays, Dice plot).
 
     With a slice-folder ``spec`` (``kind: slices``), ``gt`` is the slice set's folder and ``pred`` the folder
     ``medwss segment`` wrote; each patient is scored over its stacked slices (``evaluate_slice_set``).
@@ -72,6 +77,9 @@ def evaluate(
             ``"{case}/gland_reader1.nii.gz"`` finds ground truths laid out one folder per case).
         out: output folder; default ``eval/`` in the prediction folder (or next to the prediction file).
         gt_rule, pred_rule, classes: label rules, see ``medwss.metrics.evaluate.class_rules``.
+        report_html: HTML report to write (``medwss.viz.report``).
+        images: the scans under the report's overlays: a scan for one case, or a folder of scans named by case id.
+        bundle, command: what produced the predictions, stated in the report.
 
     Returns:
         the ``EvalReport`` written (rows, per-class summary, unmatched files, output paths).
@@ -99,11 +107,26 @@ def evaluate(
         out = Path(out) if out is not None else pred / "eval"
         return write_report(evaluate_slice_set(pred, gt, loaded, progress=task.advance), out)
     rules = class_rules(classes, gt_rule, pred_rule)
+    if report_html is not None:
+        from medwss.viz.report import check_report_path
+
+        check_report_path(report_html)
     matching = match_cases(pred, gt, gt_pattern)
     out = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent) / "eval"
-    task.set_total(len(matching.pairs))
+    task.set_total(len(matching.pairs) * (2 if report_html is not None else 1))
     report = evaluate_cases(matching, rules, progress=task.advance)
-    return write_report(report, out)
+    if report_html is None:
+        return write_report(report, out)
+    from medwss.viz.report import write_html_report
+
+    task.describe("drawing the report")
+    html = write_html_report(
+        report, report_html, images=Path(images) if images else None, command=command, bundle=bundle,
+        progress=task.advance,
+    )  # fmt: skip
+    report = write_report(report, out)
+    report.report_html = html
+    return report
 
 
 def evaluate_semantic(
@@ -166,7 +189,7 @@ def train_bundle(
     stages = [stage] if stage else stages_of(bundle)
     notes = []
     for name in stages:
-        with progress_task(f"{name}", enabled=progress) as task:
+        with progress_task(f"{name}", enabled=progress, lines=True) as task:
             notes.append(
                 train_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
@@ -183,6 +206,7 @@ def segment(
     method: str = "rlsp",
     roi_mask: str | Path | None = None,
     overlay: bool = False,
+    fmt: str = "nifti",
     task: ProgressTask | None = None,
     pattern: str | None = None,
     spec: str | Path | None = None,
@@ -194,7 +218,9 @@ def segment(
     one PNG mask per slice, same size, under ``out`` as the images lie under the set (organ prior from the spec).
 
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
-    ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
+    ``overlay`` a PNG of the mask on the scan is written beside it. ``fmt`` ``dicom-seg`` writes a DICOM SEG
+    referencing the source series instead (``<mask>.seg.dcm``; DICOM series inputs only, needs the ``dicom-seg``
+    extra), ``both`` writes both. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
 
     Every output is checked and claimed (``medwss.runtime.outputs``) before the first scan is read: a bad ``-o``
@@ -206,7 +232,14 @@ def segment(
             ``allow_modality_mismatch``.
     """
     from medwss.inference.photo_training import is_photo_bundle
-    from medwss.inference.segment import Segmenter, find_scan_items, match_priors, output_paths
+    from medwss.inference.segment import (
+        Segmenter,
+        check_format,
+        find_scan_items,
+        match_priors,
+        output_paths,
+        seg_path,
+    )
     from medwss.runtime.outputs import claim_outputs
 
     if bundle is not None and is_photo_bundle(bundle):
@@ -215,6 +248,8 @@ def segment(
 
         if roi_mask is not None:
             raise MedwssError(roi_mask, "photo bundles take no organ prior mask")
+        if fmt != "nifti":
+            raise MedwssError("--format", "photo bundles write PNG label maps; DICOM SEG is for DICOM series")
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
@@ -235,18 +270,21 @@ def segment(
         return segment_slice_set(Path(scans[0]), loaded, Path(out), segmenter, progress=task.advance)
     items = find_scan_items([Path(s) for s in scans], pattern, Path(spec) if spec else None)
     scan_paths = [scan for scan, _ in items]
+    check_format(scan_paths, fmt)
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
-    outs = output_paths(scan_paths, Path(out) if out else None, method, [folder for _, folder in items])
-    pngs = [t.with_name(t.name.split(".nii")[0] + "_overlay.png") if overlay else None for t in outs]
+    outs = output_paths(scan_paths, Path(out) if out else None, method, [folder for _, folder in items], fmt)
+    stems = [t.name.split(".nii")[0].removesuffix(".dcm").removesuffix(".seg") for t in outs]
+    pngs = [t.with_name(stem + "_overlay.png") if overlay else None for t, stem in zip(outs, stems, strict=True)]
     inputs = [*scan_paths, *(p for p in priors if p is not None)]
-    with claim_outputs([*outs, *(p for p in pngs if p is not None)], inputs):
+    files = [*(outs if fmt != "dicom-seg" else []), *(seg_path(t) for t in outs if fmt != "nifti")]
+    with claim_outputs([*files, *(p for p in pngs if p is not None)], inputs):
         refuse_other_scans_masks(scan_paths, outs)
         segmenter = Segmenter(bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch)
         task.set_total(len(scan_paths))
         written = []
         for scan, prior, target, png in zip(scan_paths, priors, outs, pngs, strict=True):
-            task.describe(f"segmenting {scan.name}")
-            written.append(segmenter.segment(scan, target, prior, png))
+            task.describe(f"segmenting {scan.name}: scan")
+            written += segmenter.segment(scan, target, prior, png, fmt)
             task.advance(1)
     return written
 

@@ -127,10 +127,22 @@ def train(
     overrides = parse_overrides(set_ or [])
     if seed is not None:
         overrides["seed"] = seed
+    from medwss.runtime.interrupt import TrainingInterrupted
+
     command = "medwss " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
-    notes = api.train_bundle(
-        bundle, stage, overrides=overrides, run_dir=run_dir, restart=restart, progress=not no_progress, command=command
-    )
+    try:
+        notes = api.train_bundle(
+            bundle,
+            stage,
+            overrides=overrides,
+            run_dir=run_dir,
+            restart=restart,
+            progress=not no_progress,
+            command=command,
+        )
+    except TrainingInterrupted as stopped:
+        typer.echo(f"interrupted: {stopped}", err=True)
+        raise typer.Exit(130) from None
     for note in notes:
         metrics = ", ".join(f"{k} {v}" for k, v in note.get("metrics", {}).items())
         typer.echo(f"{note['stage']}: exported to {bundle}/models ({metrics})")
@@ -142,6 +154,14 @@ class Method(str, Enum):
     rlsp = "rlsp"
     cam = "cam"
     single_agent = "single-agent"
+
+
+class OutputFormat(str, Enum):
+    """Mask file formats of ``medwss segment``."""
+
+    nifti = "nifti"
+    dicom_seg = "dicom-seg"
+    both = "both"
 
 
 @app.command()
@@ -173,6 +193,13 @@ def segment(
             "--allow-modality-mismatch", help="Segment a scan that looks like another modality than the bundle's."
         ),
     ] = False,
+    format_: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="nifti, dicom-seg (a DICOM SEG <mask>.seg.dcm referencing a DICOM series input) or both.",
+        ),
+    ] = OutputFormat.nifti,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
@@ -185,10 +212,10 @@ def segment(
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
-    with progress_task("segmenting", enabled=not no_progress) as task:
+    with progress_task("segmenting", enabled=not no_progress, lines=True) as task:
         written = api.segment(
             scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task,
-            pattern=pattern, spec=spec, allow_modality_mismatch=allow_modality_mismatch,
+            pattern=pattern, fmt=format_.value, spec=spec, allow_modality_mismatch=allow_modality_mismatch,
         )  # fmt: skip
     for path in written:
         typer.echo(f"wrote {path}")
@@ -273,6 +300,19 @@ def eval_(
         Path | None,
         typer.Option(help="Slice-folder spec (kind: slices): GT is the slice set, PRED what `segment` wrote for it."),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="HTML", help="Also write one self-contained HTML page: summary, cases by Dice with overlays, plot."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Scans under the report's overlays: a scan (one case) or a folder named by case id."),
+    ] = None,
+    bundle: Annotated[
+        str | None, typer.Option(help="Bundle (and method) that made the predictions, stated in the report.")
+    ] = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
@@ -289,12 +329,15 @@ def eval_(
 
     _setup_logging(verbose)
     if spec is None and is_label_png_input(pred, gt):
+        if report is not None:
+            typer.echo(f"error: {report}: --report is for volume masks, not PNG label maps", err=True)
+            raise typer.Exit(2)
         with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
             semantic = api.evaluate_semantic(pred, gt, out, class_set=class_set, task=task)
         _print_semantic(semantic)
         return
     with progress_task(f"evaluating {pred}", enabled=not no_progress) as task:
-        report = api.evaluate(
+        result = api.evaluate(
             pred,
             gt,
             out,
@@ -303,13 +346,24 @@ def eval_(
             pred_rule=pred_rule,
             classes=classes,
             spec=spec,
+            report_html=report,
+            images=images,
+            bundle=bundle,
+            command=_command_line(),
             task=task,
         )
-    for path in report.matching.unmatched_predictions:
+    for path in result.matching.unmatched_predictions:
         typer.echo(f"warning: {path}: no ground truth with this case id; not scored", err=True)
-    for path in report.matching.unmatched_ground_truths:
+    for path in result.matching.unmatched_ground_truths:
         typer.echo(f"warning: {path}: no prediction for this case; not scored", err=True)
-    _print_eval(report)
+    _print_eval(result)
+
+
+def _command_line() -> str:
+    """The command as typed (``medwss ...``), for reports; the arguments alone when not run as ``medwss``."""
+    import shlex
+
+    return "medwss " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
 
 
 def _print_semantic(report: Any) -> None:
@@ -357,6 +411,8 @@ def _print_eval(report: Any) -> None:
             f"(mean over {hd['count']} of {n})" + ("; no spacing: distances in pixels" if unit == "px" else "")
         )
     typer.echo(f"wrote {report.cases_csv} and {report.summary_json}")
+    if report.report_html is not None:
+        typer.echo(f"wrote {report.report_html}")
 
 
 def hide_ignite() -> None:

@@ -22,6 +22,7 @@ from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_confi
 from medwss.bundle.scoring import export_position_prior, scoring_settings
 from medwss.errors import MedwssError
 from medwss.runtime.atomic import atomic_output
+from medwss.runtime.interrupt import TrainingInterrupted, stopped_message
 from medwss.runtime.progress import ProgressTask
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ def train_stage(
         if removed:
             logger.info("--restart: removed %d old checkpoint(s) under %s", len(removed), stage_dir)
     return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
+    try:
+        return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(stopped_message(stage, stage_dir, task)) from None
 
 
 def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = None):
@@ -140,7 +147,15 @@ def training_regions(slices, region_rule: str) -> torch.Tensor | None:
 
 
 def fit_detector(
-    trainer, epochs: int, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, plot_title: str | None = None
+    trainer,
+    epochs: int,
+    parser,
+    stage_dir: Path,
+    *,
+    restart: bool,
+    task: ProgressTask,
+    plot_title: str | None = None,
+    label: str = "detector",
 ) -> None:
     """Run a ``DetectorTrainer`` to ``epochs``, resuming from the stage's last checkpoint (volume and photo bundles).
 
@@ -176,12 +191,13 @@ def fit_detector(
     else:
         log.reset()
     every = int(parser["detector"].get("checkpoint_every", 1))
+    task.describe(f"{label}: epoch")  # shown as "detector 2 of 3: epoch 7 of 15"
     task.set_total(epochs)
-    task.advance(trainer.epoch)
-    task.describe("detector: training")
+    task.skip(trainer.epoch)
     while trainer.epoch < epochs:
         metrics = trainer.step()
         log.log(trainer.epoch, **metrics)
+        task.status(epoch_status(metrics))
         task.advance(1)
         if trainer.epoch % every == 0 or trainer.epoch == epochs:
             name = FINAL if trainer.epoch == epochs else LATEST
@@ -191,6 +207,17 @@ def fit_detector(
                 from medwss.viz.curves import plot_progress
 
                 plot_progress(log.records(), stage_dir / "progress.png", title=plot_title)
+
+
+def epoch_status(metrics: dict[str, Any]) -> str:
+    """The scores a person watches during training: ``loss 0.412, val AUC 0.871`` (``n/a``: no validation
+    patient, or one class only among its slices)."""
+    parts = []
+    for key, name in (("losses/detector", "loss"), ("charts/val_slice_auc", "val AUC")):
+        value = metrics.get(key)
+        if value is not None:
+            parts.append(f"{name} {float(value):.3f}" if math.isfinite(float(value)) else f"{name} n/a")
+    return ", ".join(parts)
 
 
 def train_detector_stage(
@@ -228,7 +255,10 @@ def train_detector_stage(
         )
         member_dir = stage_dir if len(members) == 1 else stage_dir / f"member{k}"
         title = f"{root.name}: detector" + ("" if len(members) == 1 else f" {k + 1} of {len(members)}")
-        fit_detector(trainer, settings.epochs, parser, member_dir, restart=restart, task=task, plot_title=title)
+        label = "detector" + ("" if len(members) == 1 else f" {k + 1} of {len(members)}")
+        fit_detector(
+            trainer, settings.epochs, parser, member_dir, restart=restart, task=task, plot_title=title, label=label
+        )
         member.load_state_dict(trainer.best_model_state)
 
     # ---------------------------------------------------------------- export (plumbing)

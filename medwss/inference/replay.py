@@ -25,6 +25,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     from medwss.game.engine import BatchedGame
     from medwss.game.record import Phase
     from medwss.selfplay.rollout import step_fraction
+    from medwss.viz.overlay import RAS
     from medwss.viz.replay import draw_replay
 
     if segmenter.network is None:
@@ -60,4 +61,6 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
         actions = policy.act(obs, game.action_mask(), deterministic=True)[0]
         game.step(actions)
     centre = one[0, one.shape[1] // 2]
-    return draw_replay(centre, game.record(0), scores[0], out_png, title=f"{scan.name} z={slice_z}")
+    # The working grid is RAS (Orientationd): drawn the way `segment` overlays draw the scan.
+    record = game.record(0)
+    return draw_replay(centre, record, scores[0], out_png, title=f"{scan.name} z={slice_z}", codes=RAS[:2])

@@ -1,4 +1,4 @@
-"""``medwss segment``: scans in, NIfTI masks out, on exactly each scan's grid.
+"""``medwss segment``: scans in, NIfTI masks (and DICOM SEG for DICOM series) out, on exactly each scan's grid.
 
 One ``Segmenter`` per bundle and method parses the bundle's ``inference.yaml`` once (the same objects MONAI's
 evaluator and MONAI Label use: preprocessing, ``SelfPlayInferer``, the agent), then segments scan after scan.
@@ -133,11 +133,15 @@ def match_priors(scans: Sequence[Path], roi: Path | None) -> list[Path | None]:
 
 
 def output_paths(
-    scans: Sequence[Path], out: Path | None, method: str, folders: Sequence[Path] | None = None
+    scans: Sequence[Path], out: Path | None, method: str, folders: Sequence[Path] | None = None,
+    fmt: str = "nifti",
 ) -> list[Path]:
     """Where each mask goes: ``out`` itself for one scan named *.nii(.gz), else ``out/<folder>/<case>.nii.gz``; by
     default ``./<folder>/<case>_<method>.nii.gz`` (the current folder: input folders may be read-only, and inputs
     stay untouched). ``folders`` are the scans' folders relative to the folder they were found in.
+
+    With ``fmt`` ``dicom-seg`` the NIfTI path names where the SEG goes (``seg_path``); one scan may then also take
+    ``-o <file>.dcm``.
 
     Raises:
         MedwssError: two scans with the same output, or an output equal to an input.
@@ -151,9 +155,11 @@ def output_paths(
             raise MedwssError(out, "is not a regular file (a device, pipe or socket); choose another output")
         if len(scans) > 1:
             raise MedwssError(out, "for several scans, -o must be a folder")
-        if volume_suffix(out) not in NIFTI_SUFFIXES:
+        if volume_suffix(out) not in NIFTI_SUFFIXES and not (fmt == "dicom-seg" and out.name.lower().endswith(".dcm")):
             raise MedwssError(out, "masks are written as NIfTI: use a .nii.gz or .nii file name")
-    if out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
+    if out is not None and len(scans) == 1 and fmt == "dicom-seg" and out.name.lower().endswith(".dcm"):
+        paths = [out]
+    elif out is not None and len(scans) == 1 and volume_suffix(out) in NIFTI_SUFFIXES:
         paths = [out]
     elif out is not None:
         paths = [out / f / f"{strip_suffix(s)}.nii.gz" for s, f in zip(scans, folders, strict=True)]
@@ -162,7 +168,53 @@ def output_paths(
     resolved = [check_output(p, scans) for p in paths]
     if len(set(resolved)) != len(paths):
         raise MedwssError(out or Path("."), "two scans share a case id; their masks would overwrite each other")
+    inputs = {Path(s).resolve() for s in scans}
+    for p in paths:
+        if p.resolve() in inputs or (fmt != "nifti" and seg_path(p).resolve() in inputs):
+            raise MedwssError(p, "refusing to overwrite an input scan")
     return paths
+
+
+def seg_path(target: Path) -> Path:
+    """The DICOM SEG beside a NIfTI mask path: ``x.nii.gz`` -> ``x.seg.dcm`` (a ``.dcm`` path is kept)."""
+    from medwss.data.dicom_seg import SEG_SUFFIX
+
+    if target.name.lower().endswith(".dcm"):
+        return target
+    return target.with_name(target.name.split(".nii")[0] + SEG_SUFFIX)
+
+
+def check_format(scans: Sequence[Path], fmt: str) -> None:
+    """Refuse, before any work, an output format the inputs or the installed packages cannot give.
+
+    Raises:
+        MedwssError: an unknown format; DICOM SEG for a scan that is not a DICOM series folder, or without highdicom.
+    """
+    from medwss.data.dicom_seg import FORMATS, require_highdicom
+
+    if fmt not in FORMATS:
+        raise MedwssError("--format", f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+    if fmt == "nifti":
+        return
+    for scan in scans:
+        if not Path(scan).is_dir():
+            raise MedwssError(scan, f"--format {fmt}: DICOM SEG needs a DICOM series folder as input, not a file")
+    require_highdicom(f"--format {fmt}")
+    from medwss.data.dicom_seg import read_source_series
+
+    for scan in scans:  # headers only: a series a SEG cannot reference stops the run before any mask is written
+        read_source_series(Path(scan))
+
+
+def bundle_modality(bundle: Path) -> str:
+    """The modality of a bundle's input image (``metadata.json``), e.g. ``CT``; empty when it does not say."""
+    import json
+
+    meta = bundle / "configs" / "metadata.json"
+    if not meta.is_file():
+        return ""
+    inputs = json.loads(meta.read_text()).get("network_data_format", {}).get("inputs", {})
+    return str(inputs.get("image", {}).get("modality", ""))
 
 
 class Segmenter:
@@ -198,14 +250,46 @@ class Segmenter:
         for transform in getattr(self.preprocessing, "transforms", ()):
             if isinstance(transform, CheckScand):
                 transform.allow_mismatch = allow_modality_mismatch
+        self.modality = bundle_modality(self.root)
 
-    def segment(self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None) -> Path:
-        """Segment one scan and write its mask (and an overlay PNG) atomically.
+    def segment(
+        self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None, fmt: str = "nifti"
+    ) -> list[Path]:
+        """Segment one scan and write its mask (NIfTI at ``out``, a DICOM SEG at ``seg_path(out)``, or both by
+        ``fmt``) and an overlay PNG, each atomically; returns the files written.
 
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
         """
-        from medwss.data.io import write_mask
+        mask = self.predict(scan, prior)
+        written = []
+        if fmt in ("nifti", "both"):
+            from medwss.data.io import write_mask
+
+            written.append(write_mask(mask, scan, out))
+        if fmt in ("dicom-seg", "both"):
+            from medwss.data.dicom_seg import segment_info, write_dicom_seg
+
+            written.append(write_dicom_seg(mask, scan, seg_path(out), segment_info(self.root, self.method)))
+        if overlay is not None:
+            from medwss.data.io import read_mask_array, read_volume_array
+            from medwss.viz.overlay import axis_codes, draw_overlay, method_free_slices
+
+            image, geometry, modality = read_volume_array(scan)
+            region = read_mask_array(prior, scan)[0] > 0 if prior is not None else None
+            title = f"{scan.name}: {self.method} ({int(mask.sum())} voxels)"
+            draw_overlay(
+                image, mask, overlay, title=title, modality=modality or self.modality,
+                codes=axis_codes(geometry.direction), slices=method_free_slices(image.shape[-1], region),
+            )  # fmt: skip
+        return written
+
+    def predict(self, scan: Path, prior: Path | None = None):
+        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any).
+
+        Raises:
+            MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
+        """
         from medwss.data.transforms import unwrap_errors
         from medwss.inference.loading import InvertToOriginald
 
@@ -224,11 +308,4 @@ class Segmenter:
             from medwss.data.io import read_mask_array
 
             mask &= read_mask_array(prior, scan)[0] > 0
-        written = write_mask(mask, scan, out)
-        if overlay is not None:
-            from medwss.data.io import read_volume_array
-            from medwss.viz.overlay import draw_overlay
-
-            image = read_volume_array(scan)[0]
-            draw_overlay(image, mask, overlay, title=f"{scan.name}: {self.method} ({int(mask.sum())} voxels)")
-        return written
+        return mask

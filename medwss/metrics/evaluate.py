@@ -101,6 +101,12 @@ class CasePair:
     case: str
     pred: Path
     gt: Path
+    more_gt: tuple[Path, ...] = ()
+    """Further ground-truth files of the case (a ``--gt-pattern`` with wildcards): scored as the union."""
+
+    @property
+    def gts(self) -> tuple[Path, ...]:
+        return (self.gt, *self.more_gt)
 
 
 @dataclass
@@ -136,14 +142,20 @@ def match_cases(pred: str | Path, gt: str | Path, gt_pattern: str | None = None)
     truths = _pattern_table(gt, gt_pattern) if gt_pattern is not None else _folder_table(gt)
     preds = _folder_table(pred) if pred.is_dir() else {strip_suffix(pred): pred}
     matching = Matching(
-        [CasePair(case, preds[case], truths[case]) for case in sorted(preds) if case in truths],
+        [CasePair(case, preds[case], *_first_and_rest(truths[case])) for case in sorted(preds) if case in truths],
         [preds[case] for case in sorted(preds) if case not in truths],
-        [truths[case] for case in sorted(truths) if case not in preds] if pred.is_dir() else [],
+        [_first_and_rest(truths[case])[0] for case in sorted(truths) if case not in preds] if pred.is_dir() else [],
     )
     if not matching.pairs:
         where = f"{gt / gt_pattern}" if gt_pattern is not None else str(gt)
         raise MedwssError(pred, f"no prediction has a ground truth with the same case id in {where}")
     return matching
+
+
+def _first_and_rest(found: Path | list[Path]) -> tuple[Path, tuple[Path, ...]]:
+    if isinstance(found, list):
+        return found[0], tuple(found[1:])
+    return found, ()
 
 
 def _folder_table(folder: Path) -> dict[str, Path]:
@@ -161,20 +173,49 @@ def _folder_table(folder: Path) -> dict[str, Path]:
     return table
 
 
-def _pattern_table(root: Path, pattern: str) -> dict[str, Path]:
-    """Case id -> file for a pattern like ``{case}/gland_reader1.nii.gz`` (the rest of the pattern is literal)."""
+def _pattern_table(root: Path, pattern: str) -> dict[str, list[Path]]:
+    """Case id -> files for a pattern like ``{case}/gland_reader1.nii.gz``; wildcards (``*``, ``?``) after
+    ``{case}`` match several files of a case (``{case}/tumour*.nii.gz``), which are scored as their union."""
     if pattern.count("{case}") != 1 or Path(pattern).is_absolute() or not volume_suffix(pattern):
         raise MedwssError("--gt-pattern", f"{pattern!r} must be a relative volume path with one {{case}}")
     head, tail = pattern.split("{case}")
-    found = re.compile(re.escape(head) + r"(?P<case>[^/]+)" + re.escape(tail) + "$")
-    table: dict[str, Path] = {}
-    for path in sorted(root.glob(glob.escape(head) + "*" + glob.escape(tail))):
+    if glob.has_magic(head):
+        raise MedwssError("--gt-pattern", f"{pattern!r}: wildcards only after {{case}}")
+    tail_regex = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in tail)
+    found = re.compile(re.escape(head) + r"(?P<case>[^/]+?)" + tail_regex + "$")
+    table: dict[str, list[Path]] = {}
+    for path in sorted(root.glob(glob.escape(head) + "*" + tail)):
         match = found.match(path.relative_to(root).as_posix())
         if match and path.is_file():
-            table[match["case"]] = path
+            table.setdefault(match["case"], []).append(path)
     if not table:
         raise MedwssError(root, f"no file matches {pattern!r}")
     return table
+
+
+def read_ground_truths(pair: CasePair) -> tuple[list[np.ndarray], Any]:
+    """The label maps of a case's ground-truth files and their grid.
+
+    Raises:
+        MedwssError: an unreadable file, or ground truths of one case on different grids.
+    """
+    first, grid = read_mask_array(pair.gt)
+    labels = [first]
+    for path in pair.more_gt:
+        other, other_grid = read_mask_array(path)
+        problem = grid.mismatch(other_grid)
+        if problem:
+            raise MedwssError(path, f"not on the grid of {pair.gt} (same case): {problem}")
+        labels.append(other)
+    return labels, grid
+
+
+def gt_class_mask(labels: Sequence[np.ndarray], rule: ClassRule) -> np.ndarray:
+    """A class's ground-truth mask: the rule applied to every label map of the case, united."""
+    mask = np.asarray(rule.gt(labels[0]), bool)
+    for other in labels[1:]:
+        mask = mask | np.asarray(rule.gt(other), bool)
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,7 +229,7 @@ def evaluate_pair(pair: CasePair, rules: Sequence[ClassRule]) -> list[dict[str, 
     Raises:
         MedwssError: an unreadable label map, or a prediction on another grid than its ground truth.
     """
-    gt_labels, gt_grid = read_mask_array(pair.gt)
+    gt_labels, gt_grid = read_ground_truths(pair)
     pred_labels, pred_grid = read_mask_array(pair.pred)
     problem = gt_grid.mismatch(pred_grid)
     if problem:
@@ -196,11 +237,11 @@ def evaluate_pair(pair: CasePair, rules: Sequence[ClassRule]) -> list[dict[str, 
     # Both arrays are (x, y, z) and Geometry.spacing is (x, y, z): the spacing is already in array order.
     rows = []
     for rule in rules:
-        pred_mask, gt_mask = rule.pred(pred_labels), rule.gt(gt_labels)
+        pred_mask, gt_mask = rule.pred(pred_labels), gt_class_mask(gt_labels, rule)
         row: dict[str, Any] = {"case": pair.case, "class": rule.name}
         row.update(case_metrics(pred_mask, gt_mask, spacing=gt_grid.spacing))
         row.update(pred_voxels=int(np.count_nonzero(pred_mask)), gt_voxels=int(np.count_nonzero(gt_mask)))
-        row.update(pred=str(pair.pred), gt=str(pair.gt))
+        row.update(pred=str(pair.pred), gt=";".join(str(p) for p in pair.gts))
         rows.append(row)
         logger.info("%s %s: dice %.4f hd95 %.3f mm", pair.case, rule.name, row["dice"], row["hd95"])
     return rows
@@ -218,6 +259,7 @@ class EvalReport:
     summary_json: Path | None = None
     units: str = "mm"
     """Unit of HD95 and MSD: 'mm', or 'px' for slice sets without spacing (pixels; one slice step = 1)."""
+    report_html: Path | None = None
 
     @property
     def num_cases(self) -> int:

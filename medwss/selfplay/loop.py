@@ -333,9 +333,10 @@ def train_selfplay(
         plot_progress(metric_log.records(), run_dir / "progress.png", title="self-play")
 
     warmup_rules = dataclasses.replace(rules, max_turns=min(settings.warmup_turns, rules.turn_limit()))
+    task.describe("self-play: iteration")
     task.set_total(settings.num_iterations)
-    task.advance(start_iteration)
-    iteration = start_iteration
+    task.skip(start_iteration)
+    iteration, last_dice = start_iteration, None
     for iteration in range(start_iteration + 1, settings.num_iterations + 1):
         started = time.perf_counter()
         lr = settings.learning_rate
@@ -351,6 +352,7 @@ def train_selfplay(
         opponent.load_state_dict(policy.state_dict() if opponent_index == LEARNER else pool.snapshot(opponent_index))
 
         # ========================================================================================= ALGORITHM: play
+        task.describe("self-play (playing): iteration")
         games = torch.from_numpy(rngs["slices"].integers(0, len(base), size=settings.games_per_iteration))
         games_base, games_region = base[games], region[games]
         seats = torch.arange(len(games)) % 2 if settings.learner_seats == "both" else torch.zeros_like(games)
@@ -367,6 +369,7 @@ def train_selfplay(
         )  # fmt: skip
 
         # ======================================================================================= ALGORITHM: update
+        task.describe("self-play (updating): iteration")
         losses = ppo_update(
             policy, optimizer, rollout, games_base, games_region, advantages, returns, settings, rngs["minibatch"]
         )
@@ -385,6 +388,7 @@ def train_selfplay(
             "pool/size": len(pool), "pool/opponent_index": opponent_index,
         }  # fmt: skip
         if iteration % settings.eval_every == 0 or iteration == settings.num_iterations:
+            task.describe("self-play (validating): iteration")
             scalars["val/dice"] = validation_dice(policy, data, rules, val_base)[0]
             logger.info("iteration %d: val/dice %.4f win_rate %.3f", iteration, scalars["val/dice"],
                         float(scalars["game/win_rate"]))  # fmt: skip
@@ -394,11 +398,24 @@ def train_selfplay(
         # ===================================================================================== PLUMBING: checkpoint
         if iteration % settings.checkpoint_every == 0:
             save(LATEST, iteration)
+        task.describe("self-play: iteration")
+        last_dice = scalars.get("val/dice", last_dice)
+        task.status(iteration_status(scalars, last_dice))
         task.advance(1)
 
     if checkpoint is None or checkpoint.name != FINAL or iteration > start_iteration:
         save(FINAL, iteration)
     return policy
+
+
+def iteration_status(scalars: dict[str, Any], dice: Any = None) -> str:
+    """What a person watches during self-play: ``loss 0.123, win rate 0.50, val Dice 0.412`` (``dice``: the latest
+    validation, which runs every ``eval_every`` iterations)."""
+    loss = float(scalars["losses/policy"]) + float(scalars["losses/value"])
+    parts = [f"loss {loss:.3f}", f"win rate {float(scalars['game/win_rate']):.2f}"]
+    if dice is not None:
+        parts.append(f"val Dice {float(dice):.3f}")
+    return ", ".join(parts)
 
 
 def _check_resumable(path: Path, state: dict[str, Any], rules: GameRules, settings: SelfPlaySettings) -> None:

@@ -7,6 +7,7 @@ scores as a heat map, the ground the agents were scored on (nnU-Net-style overla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,12 @@ def draw_replay(
     scores: np.ndarray | torch.Tensor,
     out_png: str | Path,
     title: str = "",
+    codes: Sequence[str] | None = None,
 ) -> Path:
     """Write the replay strip of `record` played on `image` (H, W) with detector `scores` (G, G); atomic write.
+
+    With ``codes`` (where the image's axes point, e.g. ``("R", "A")`` on MONAI's RAS working grid) the slice is
+    shown as ``segment`` overlays show it (``medwss.viz.overlay.display_slice``); without, as the array is.
 
     Raises:
         ValueError: the image is not 2D, or the scores are not on the record's grid, or H, W not multiples of G.
@@ -48,13 +53,23 @@ def draw_replay(
         raise ValueError(f"image must be (H, W), got shape {img.shape}")
     if grid_scores.shape != (g, g):
         raise ValueError(f"scores must be ({g}, {g}) like the record's grid, got {grid_scores.shape}")
+    if img.shape[0] % g or img.shape[1] % g:
+        raise ValueError(f"image size {img.shape[0]}x{img.shape[1]} is not a multiple of the grid size {g}")
+    cells = np.arange(g * g).reshape(g, g)  # cell r * g + c of the record's grid
+    if codes is not None:
+        from medwss.viz.overlay import display_slice
+
+        img, grid_scores, cells = (display_slice(a, codes) for a in (img, grid_scores, cells))
+    where = {int(cell): (r, c) for (r, c), cell in np.ndenumerate(cells)}  # record cell -> displayed cell
     height, width = img.shape
-    if height % g or width % g:
-        raise ValueError(f"image size {height}x{width} is not a multiple of the grid size {g}")
     ph, pw = height / g, width / g
 
-    def box(ax, patch: int, colour: str, **kwargs) -> tuple[float, float]:
+    def shown_rc(patch: int) -> tuple[int, int]:
         row, col = record.patch_rc(patch)
+        return where[row * g + col]
+
+    def box(ax, patch: int, colour: str, **kwargs) -> tuple[float, float]:
+        row, col = shown_rc(patch)
         ax.add_patch(Rectangle((col * pw - 0.5, row * ph - 0.5), pw, ph, edgecolor=colour, **kwargs))
         return col * pw + pw / 2 - 0.5, row * ph + ph / 2 - 0.5
 
@@ -89,7 +104,7 @@ def draw_replay(
     heat = axes[2].imshow(grid_scores, cmap="magma", vmin=0.0, vmax=1.0)
     for agent, patches in enumerate(kept):  # where the picks fell on the score grid (cells of size 1)
         for patch in patches:
-            row, col = record.patch_rc(patch)
+            row, col = shown_rc(patch)
             cell = Rectangle((col - 0.5, row - 0.5), 1, 1, edgecolor=COLOURS[agent], facecolor="none", lw=1.5)
             axes[2].add_patch(cell)
     axes[2].set_title("detector patch scores (picks outlined)")

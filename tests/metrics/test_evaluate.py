@@ -151,6 +151,26 @@ def test_gt_pattern_for_one_folder_per_case(tmp_path):
     assert report.summary["roi"]["dice"]["mean"] == pytest.approx(0.5)
 
 
+def test_gt_pattern_wildcard_scores_the_union_of_a_cases_files(tmp_path):
+    # Two tumour masks in one case (as IRCADb stores one file per tumour): the ground truth is their union.
+    for case in ("p1", "p2"):
+        write_mask(tmp_path / "data" / case / "tumour_1.nii.gz", slab(2, 1, 2))
+        write_mask(tmp_path / "data" / case / "tumour_2.nii.gz", slab(2, 5, 2))
+        write_mask(tmp_path / "data" / case / "liver.nii.gz", slab(2, 0, 8))
+    write_mask(tmp_path / "pred" / "p1.nii.gz", slab(2, 1, 2) | slab(2, 5, 2))  # both tumours: Dice 1
+    write_mask(tmp_path / "pred" / "p2.nii.gz", slab(2, 1, 2))  # one of two: Dice 2 * 2 / (2 + 4)
+    matching = match_cases(tmp_path / "pred", tmp_path / "data", "{case}/tumour_*.nii.gz")
+    assert [p.gts for p in matching.pairs] == [
+        (tmp_path / "data" / c / "tumour_1.nii.gz", tmp_path / "data" / c / "tumour_2.nii.gz") for c in ("p1", "p2")
+    ]
+    report = api.evaluate(tmp_path / "pred", tmp_path / "data", tmp_path / "o", gt_pattern="{case}/tumour_*.nii.gz")
+    assert [r["dice"] for r in report.rows] == pytest.approx([1.0, 2 / 3])
+    assert report.rows[0]["gt"].split(";") == [str(p) for p in matching.pairs[0].gts]
+    write_mask(tmp_path / "data" / "p2" / "tumour_3.nii.gz", slab(2, 5, 2), spacing=(0.8, 0.6, 3.0))
+    with pytest.raises(MedwssError, match="not on the grid of .*tumour_1.nii.gz .same case.: spacing"):
+        api.evaluate(tmp_path / "pred", tmp_path / "data", tmp_path / "o", gt_pattern="{case}/tumour_*.nii.gz")
+
+
 @pytest.mark.parametrize(
     ("make", "where", "problem"),
     [
