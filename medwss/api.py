@@ -141,20 +141,26 @@ def train_bundle(
     Raises:
         MedwssError: bad bundle, config, override or data.
     """
-    from medwss.bundle.config import stages_of
+    from medwss.bundle.config import load_config, stages_of
     from medwss.bundle.stages import train_stage
+    from medwss.runtime.device import resolve_device
+    from medwss.runtime.distributed import distributed_run
     from medwss.runtime.progress import progress_task
 
     stages = [stage] if stage else stages_of(bundle)
+    overrides = dict(overrides or {})
+    # --device, else the bundle's `device` (common.yaml), else auto; every stage then reads the resolved device.
+    device = resolve_device(overrides.get("device") or load_config(bundle, []).get("device") or "auto")
+    overrides["device"] = str(device)
     notes = []
-    for name in stages:
-        with progress_task(f"{name}", enabled=progress) as task:
-            notes.append(
-                train_stage(
+    with distributed_run(device) as here:  # one process alone, or this rank of a torchrun job
+        for name in stages:
+            with progress_task(f"{name}", enabled=progress and here.is_main) as task:
+                note = train_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
                 )
-            )
-    return notes
+            notes.append(note)
+    return notes if here.is_main else []
 
 
 def segment(
@@ -166,18 +172,21 @@ def segment(
     roi_mask: str | Path | None = None,
     overlay: bool = False,
     task: ProgressTask | None = None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
     The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
     ``overlay`` a PNG of the mask on the scan is written beside it. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
+    The first bad scan stops the run (see `segment_batch` for large folders).
 
     Raises:
         MedwssError: bad scans, masks, outputs or bundle.
     """
     from medwss.inference.photo_training import is_photo_bundle
-    from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+    from medwss.inference.sharding import overlay_path
 
     if bundle is not None and is_photo_bundle(bundle):
         from medwss.errors import MedwssError
@@ -188,18 +197,65 @@ def segment(
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
-    scan_paths = find_scans([Path(s) for s in scans])
-    priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
-    outs = output_paths(scan_paths, Path(out) if out else None, method)
-    segmenter = Segmenter(bundle or default_bundle(), method)
+    segmenter, scan_paths, priors, outs = _segment_plan(scans, out, bundle, method, roi_mask, device, threads)
     task.set_total(len(scan_paths))
     written = []
     for scan, prior, target in zip(scan_paths, priors, outs, strict=True):
         task.describe(f"segmenting {scan.name}")
-        png = target.with_name(target.name.split(".nii")[0] + "_overlay.png") if overlay else None
-        written.append(segmenter.segment(scan, target, prior, png))
+        written.append(segmenter.segment(scan, target, prior, overlay_path(target) if overlay else None))
         task.advance(1)
     return written
+
+
+def segment_batch(
+    scans: list[str | Path],
+    out: str | Path | None = None,
+    *,
+    bundle: str | Path | None = None,
+    method: str = "rlsp",
+    roi_mask: str | Path | None = None,
+    overlay: bool = False,
+    shard: str | None = None,
+    overwrite: bool = False,
+    task: ProgressTask | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+):
+    """Segment a large set of scans as one part of a job: ``shard`` ``"i/n"`` (array jobs), or torchrun's rank.
+
+    Each scan is segmented by exactly one shard; masks already there are skipped (a rerun resumes a killed job)
+    unless ``overwrite``; a bad scan is recorded and the others go on. Returns the ``BatchSummary``.
+
+    Raises:
+        MedwssError: a bad shard, bundle, output folder or scan list (before any scan is segmented).
+    """
+    from medwss.inference.sharding import segment_batch as run_batch
+    from medwss.inference.sharding import shard_from
+
+    part = shard_from(shard)
+    segmenter, scan_paths, priors, outs = _segment_plan(scans, out, bundle, method, roi_mask, device, threads)
+    return run_batch(
+        segmenter.segment, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
+    )
+
+
+def _segment_plan(scans, out, bundle, method, roi_mask, device, threads):
+    """The segmenter, the scans, their priors and their mask paths: everything checked before the first scan."""
+    from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+
+    scan_paths = find_scans([Path(s) for s in scans])
+    priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
+    outs = output_paths(scan_paths, Path(out) if out else None, method)
+    segmenter = Segmenter(bundle or default_bundle(), method, device=device)
+    configure_threads(segmenter.device, threads)
+    return segmenter, scan_paths, priors, outs
+
+
+def is_photo_bundle(bundle: str | Path) -> bool:
+    """A photo bundle (``bundles/coco``, ``bundles/voc``): photos in, PNG label maps out."""
+    from medwss.inference.photo_training import is_photo_bundle as photo
+
+    return photo(bundle)
 
 
 def default_bundle() -> Path:
@@ -214,6 +270,8 @@ def replay(
     *,
     bundle: str | Path | None = None,
     roi_mask: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Draw the bundle's agent playing itself on one slice of a scan (PNG strip).
 
@@ -232,6 +290,8 @@ def replay(
         from medwss.errors import MedwssError
 
         raise MedwssError(scan, "file not found")
-    return replay_slice(
-        Segmenter(bundle or default_bundle(), "rlsp"), Path(scan), slice_z, out, Path(roi_mask) if roi_mask else None
-    )
+    from medwss.runtime.device import configure_threads
+
+    segmenter = Segmenter(bundle or default_bundle(), "rlsp", device=device)
+    configure_threads(segmenter.device, threads)
+    return replay_slice(segmenter, Path(scan), slice_z, out, Path(roi_mask) if roi_mask else None)

@@ -44,8 +44,9 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     scored = inferer.scorer.score(one, None if region is None else region[k : k + 1])
     scores = scored.scores
     base = inferer.agent_base(one, scored, policy)
-    base = one if base is None else base
-    game = BatchedGame(inferer.rules, scores, scored.region, record=True)
+    base = (one if base is None else base).to(segmenter.device)  # the game runs where the agent does
+    region_g = None if scored.region is None else scored.region.to(segmenter.device)
+    game = BatchedGame(inferer.rules, scores.to(segmenter.device), region_g, record=True)
     while not bool(game.done.all()):
         obs = build_observation(
             base,
@@ -60,4 +61,4 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
         actions = policy.act(obs, game.action_mask(), deterministic=True)[0]
         game.step(actions)
     centre = one[0, one.shape[1] // 2]
-    return draw_replay(centre, game.record(0), scores[0], out_png, title=f"{scan.name} z={slice_z}")
+    return draw_replay(centre, game.record(0), scores[0].cpu(), out_png, title=f"{scan.name} z={slice_z}")

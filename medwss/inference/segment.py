@@ -111,15 +111,28 @@ class Segmenter:
         MedwssError: not a bundle, untrained bundle, bad method.
     """
 
-    def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        method: str = "rlsp",
+        overrides: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
         from medwss.bundle.config import load_inference, parsed
         from medwss.inference.inferer import METHODS
+        from medwss.runtime.device import resolve_device
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
         self.method = method
         self.region = str(parser["region"])
         self.preprocessing = parsed(parser, "preprocessing")
         self.inferer = parsed(parser, "inferer")
+        # --device, else the bundle's ``device`` (MONAI's bundle property), else the CPU. Detector, scorer, agent and
+        # game all run there; volumes are read and masks written on the CPU.
+        self.device = resolve_device(device if device is not None else _config_device(parser))
+        self.inferer.detector.to(self.device)
+        if self.network is not None:
+            self.network.to(self.device)
 
     def segment(self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None) -> Path:
         """Segment one scan and write its mask (and an overlay PNG) atomically.
@@ -154,3 +167,10 @@ class Segmenter:
             image = read_volume_array(scan)[0]
             draw_overlay(image, mask, overlay, title=f"{scan.name}: {self.method} ({int(mask.sum())} voxels)")
         return written
+
+
+def _config_device(parser) -> str:
+    """The bundle config's ``device`` (a ``torch.device`` expression or a name), ``cpu`` when it has none."""
+    from medwss.bundle.config import parsed
+
+    return str(parsed(parser, "device", "cpu"))
