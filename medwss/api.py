@@ -242,6 +242,7 @@ def segment_batch(
 def _segment_plan(scans, out, bundle, method, roi_mask, device, threads):
     """The segmenter, the scans, their priors and their mask paths: everything checked before the first scan."""
     from medwss.inference.segment import Segmenter, find_scans, match_priors, output_paths
+    from medwss.runtime.device import configure_threads
 
     scan_paths = find_scans([Path(s) for s in scans])
     priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)

@@ -123,6 +123,7 @@ def segment_batch(
             summary.failed.append((scan, str(err)))
         except Exception as err:  # noqa: BLE001 - one bad scan must not stop a 10,000-scan job; logged below
             logger.info("segmenting %s failed", scan, exc_info=True)
-            summary.failed.append((scan, f"{scan}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            summary.failed.append((scan, f"{scan}: {type(err).__name__}: {first_line}"))
         task.advance(1)
     return summary

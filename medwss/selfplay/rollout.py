@@ -213,7 +213,7 @@ def play_alone(
         part = slice(start, start + batch_size)
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
         chunk = base[part]
-        survival = torch.ones(game.batch_size, device=dev)  # P(the sampled policy has not terminated yet), "median" rule
+        survival = torch.ones(game.batch_size, device=dev)  # P(the sampled policy has not stopped yet), "median" rule
         while True:
             rows = (~game.done).nonzero().squeeze(1)
             if rows.numel() == 0:
