@@ -35,7 +35,7 @@ NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progre
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does (stderr).")]
 Device = Annotated[
     str | None,
-    typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the bundle's device; auto = a GPU if any)."),
+    typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the bundle's device; auto: GPU if any)."),
 ]
 Threads = Annotated[
     int, typer.Option(min=1, help="Torch threads for a CPU run (1 is fastest on a busy machine; GPUs ignore it).")
