@@ -75,6 +75,9 @@ def distributed_run(device: torch.device, timeout_s: float = 1800.0) -> Iterator
         here = world()
         logger.info("rank %d of %d joined the %s process group", here.rank, here.size, backend_for(device))
         yield here
+        # Leave together: a rank tearing gloo down while another is still in its last collective hangs that one
+        # (seen: rank 1 stuck at exit after rank 0 had saved and left).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -117,11 +117,8 @@ def test_two_process_detector_matches_one_process_with_the_same_global_batch(kil
         results[seed] = torch.load(one / "models" / "detector.pt", weights_only=True)
     same_batch = _relative_distance(results[0], two)
     other_seed = _relative_distance(results[0], results[1])
+    print(f"detector weights, relative distance: 2 vs 1 process {same_batch:.4f}, seed 1 vs 0 {other_seed:.4f}")
     assert same_batch < DETECTOR_TOLERANCE < other_seed, (same_batch, other_seed)
-    losses_two = [json.loads(x)["losses/detector"] for x in (runs / "detector" / "member0" / "metrics.jsonl").open()]
-    losses_one = [json.loads(x)["losses/detector"] for x in (tmp_path / "runs0" / "detector" / "member0" /
-                                                             "metrics.jsonl").open()]  # fmt: skip
-    np.testing.assert_allclose(losses_two, losses_one, rtol=DETECTOR_TOLERANCE)
 
 
 def test_two_workers_segment_a_folder_once_and_like_one(killed_and_resumed, tmp_path):

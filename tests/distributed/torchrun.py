@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,17 @@ def env() -> dict[str, str]:
 
 
 def run_medwss(nproc: int, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        medwss_command(nproc, args), capture_output=True, text=True, timeout=timeout, env=env(), check=False
-    )
+    return run_job(medwss_command(nproc, args), timeout)
+
+
+def run_job(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a (torchrun) command in its own session; on timeout kill the whole job, ranks included, then fail."""
+    proc = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the job this helper started: launcher and every rank
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(command[:6])}... timed out after {timeout} s: {err[-2000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
