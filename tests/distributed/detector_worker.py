@@ -26,7 +26,7 @@ def main(out: str, no_norm: bool) -> None:
         torch.manual_seed(0)
         model = build_detector(in_channels=1, num_classes=1, width=8)
         if no_norm:
-            for name, module in list(model.named_modules()):
+            for module in list(model.modules()):
                 for child_name, child in list(module.named_children()):
                     if isinstance(child, torch.nn.BatchNorm2d):
                         setattr(module, child_name, torch.nn.Identity())
