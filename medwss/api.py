@@ -229,14 +229,25 @@ def segment_batch(
     Raises:
         MedwssError: a bad shard, bundle, output folder or scan list (before any scan is segmented).
     """
+    import torch
+
+    from medwss.inference.sharding import merge_summaries, shard_from
     from medwss.inference.sharding import segment_batch as run_batch
-    from medwss.inference.sharding import shard_from
+    from medwss.runtime.distributed import distributed_run, env_world, gather_objects
 
     part = shard_from(shard)
     segmenter, scan_paths, priors, outs = _segment_plan(scans, out, bundle, method, roi_mask, device, threads)
-    return run_batch(
-        segmenter.segment, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
-    )
+    if shard is not None or env_world().size <= 1:
+        return run_batch(
+            segmenter.segment, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
+        )
+    # Under torchrun the ranks wait for each other and share one summary: torchrun stops every rank as soon as
+    # one exits with an error, which would let one bad scan stop the others' scans.
+    with distributed_run(torch.device("cpu")) as here:  # gloo: only Python objects travel
+        summary = run_batch(
+            segmenter.segment, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
+        )
+        return merge_summaries(gather_objects(summary), here.rank)
 
 
 def _segment_plan(scans, out, bundle, method, roi_mask, device, threads):

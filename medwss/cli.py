@@ -203,11 +203,12 @@ def segment(
             scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, shard=shard,
             overwrite=overwrite, task=task, device=device, threads=threads,
         )  # fmt: skip
-    for path in summary.done:
-        typer.echo(f"wrote {path}")
-    for _, problem in summary.failed:
-        typer.echo(f"error: {problem}", err=True)
-    typer.echo(summary.line())
+    if not summary.quiet:
+        for path in summary.done:
+            typer.echo(f"wrote {path}")
+        for _, problem in summary.failed:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo(summary.line())
     if not summary.ok:
         raise typer.Exit(2)
 

@@ -67,15 +67,18 @@ class BatchSummary:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    quiet: bool = False
+    """True on torchrun ranks other than 0: rank 0 prints the merged summary of every rank."""
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def line(self) -> str:
-        """``shard 0/2: 3 done, 1 skipped (already there), 0 failed``."""
+        """``shard 0/2: 3 done, 1 skipped (already there), 0 failed`` (``all N shards: ...`` when merged)."""
+        where = f"shard {self.shard}" if self.shard.index >= 0 else f"all {self.shard.count} shards"
         return (
-            f"shard {self.shard}: {len(self.done)} done, {len(self.skipped)} skipped (already there), "
+            f"{where}: {len(self.done)} done, {len(self.skipped)} skipped (already there), "
             f"{len(self.failed)} failed"
         )
 
@@ -127,3 +130,13 @@ def segment_batch(
             summary.failed.append((scan, f"{scan}: {type(err).__name__}: {first_line}"))
         task.advance(1)
     return summary
+
+
+def merge_summaries(summaries: Sequence[BatchSummary], rank: int) -> BatchSummary:
+    """Every rank's summary as one (torchrun): rank 0 prints it, the others stay quiet; all share its outcome."""
+    merged = BatchSummary(shard=Shard(-1, len(summaries)), quiet=rank != 0)
+    for part in summaries:
+        merged.done += part.done
+        merged.skipped += part.skipped
+        merged.failed += part.failed
+    return merged

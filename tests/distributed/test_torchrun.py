@@ -34,9 +34,10 @@ SMALL = {
     "selfplay#training#warmup_turns": 4,
     "selfplay#training#channels": 8,
 }
-DETECTOR_TOLERANCE = 0.1
-"""2 vs 1 process, same global batch: batch-norm statistics are per rank on the CPU (SyncBatchNorm is GPU-only), so
-the runs differ; measured relative weight distance ~0.01-0.03 after 2 epochs, against ~0.9 between two seeds."""
+DETECTOR_TOLERANCE = 0.25
+"""2 vs 1 process, same global batch (4 slices, 2 per rank): batch-norm statistics are per rank on the CPU
+(SyncBatchNorm is GPU-only), so the runs differ; measured relative weight distance 0.096 after 2 epochs of 3
+members, against 0.77 between two seeds. Without batch norm the runs are equal (tests/distributed/test_ddp_detector.py)."""
 
 
 def _train_args(bundle, runs, data, seed=0, stage=None):
@@ -125,7 +126,10 @@ def test_two_workers_segment_a_folder_once_and_like_one(killed_and_resumed, tmp_
     base, bundle, runs, data, _ = killed_and_resumed
     config = bundle / "configs" / "inference.yaml"
     config.write_text(
-        config.read_text().replace("grid_size: 16 ", "grid_size: 4 ").replace("working_size: 128 ", "working_size: 32 ")
+        config.read_text()
+        .replace("grid_size: 16 ", "grid_size: 4 ")
+        .replace("working_size: 128 ", "working_size: 32 ")
+        .replace("  channels: 16 ", "  channels: 8 ")  # the policy trunk width these tests train
     )
     scans = tmp_path / "scans"
     scans.mkdir()
@@ -135,12 +139,13 @@ def test_two_workers_segment_a_folder_once_and_like_one(killed_and_resumed, tmp_
     common = ["segment", str(scans), "--bundle", str(bundle), "--device", "cpu", "--no-progress"]
     one = run_medwss(1, [*common, "-o", str(tmp_path / "one")])
     two = run_medwss(2, [*common, "-o", str(tmp_path / "two")])
+    # The broken scan fails alone, in one line, and the others are written; exit code 2 (torchrun adds its own
+    # report of a failed child to stderr).
+    assert one.returncode == 2 and "Traceback" not in one.stderr, one.stderr[-2000:]
+    assert two.returncode != 0
     for result in (one, two):
-        # The broken scan fails alone, in one line, and the others are written.
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert sum("error: " in line and "broken" in line for line in result.stderr.splitlines()) == 1
-        assert "Traceback" not in result.stderr
-    assert two.stdout.count("wrote ") == 4 and two.stdout.count("shard ") == 2  # each rank its summary
+        assert sum(line.startswith("error: ") and "broken" in line for line in result.stderr.splitlines()) == 1
+    assert two.stdout.count("wrote ") == 4 and "all 2 shards: 4 done, 0 skipped (already there), 1 failed" in two.stdout
     names = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert names == ["p0.nii.gz", "p1.nii.gz", "p2.nii.gz", "p3.nii.gz"]
     for name in names:
