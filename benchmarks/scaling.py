@@ -102,7 +102,8 @@ def main() -> None:
     lines = [title, "",
              f"`benchmarks/scaling.py`, whole commands (start-up included), median of {opts.repeats} run(s), "
              "one torch thread per process, tiny generated data set (32 px slices, 4 x 4 grid).", "",
-             "| task | what | 1 process (s) | 2 processes (s) | speed-up |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| task | what | 1 process (s) | 2 processes (s) | speed-up |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
     lines += [f"| {r['task']} | {r['what']} | {r['one_process_s']} | {r['two_processes_s']} | {r['speed_up']}x |"
               for r in rows]  # fmt: skip
     lines += ["", "GPU rows (CPU/GPU ratio of `medwss segment` on a prostate volume and a 512 x 512 CT, one self-play "

@@ -37,7 +37,8 @@ SMALL = {
 DETECTOR_TOLERANCE = 0.25
 """2 vs 1 process, same global batch (4 slices, 2 per rank): batch-norm statistics are per rank on the CPU
 (SyncBatchNorm is GPU-only), so the runs differ; measured relative weight distance 0.096 after 2 epochs of 3
-members, against 0.77 between two seeds. Without batch norm the runs are equal (tests/distributed/test_ddp_detector.py)."""
+members, against 0.77 between two seeds. Without batch norm the runs are equal
+(tests/distributed/test_ddp_detector.py)."""
 
 
 def _train_args(bundle, runs, data, seed=0, stage=None):
