@@ -3,7 +3,8 @@
 Each row times the whole command (`python -m medwss ...` or `torchrun --nproc_per_node 2 -m medwss ...`, process
 start and imports included) on a tiny generated prostate-like data set (tests/bundle/fixtures.py) with one torch
 thread per process, so on this 2-core machine the best possible speed-up is 2x and start-up costs weigh heavily.
-GPU rows are written as not measured when torch sees no GPU.
+GPU rows are written as not measured when torch sees no GPU. The committed results carry a hand-written note on
+why 2 processes were slower there (the work per process is tiny; start-up and all-reduces dominate).
 
     .venv/bin/python benchmarks/scaling.py [--repeats 1] [--epochs 6] [--iterations 12] [--scans 8]
 
