@@ -182,20 +182,26 @@ def train_bundle(
     Raises:
         MedwssError: bad bundle, config, override or data.
     """
-    from medwss.bundle.config import stages_of
+    from medwss.bundle.config import load_config, stages_of
     from medwss.bundle.stages import train_stage
+    from medwss.runtime.device import resolve_device
+    from medwss.runtime.distributed import distributed_run
     from medwss.runtime.progress import progress_task
 
     stages = [stage] if stage else stages_of(bundle)
+    overrides = dict(overrides or {})
+    # --device, else the bundle's `device` (common.yaml), else auto; every stage then reads the resolved device.
+    device = resolve_device(overrides.get("device") or load_config(bundle, []).get("device") or "auto")
+    overrides["device"] = str(device)
     notes = []
-    for name in stages:
-        with progress_task(f"{name}", enabled=progress, lines=True) as task:
-            notes.append(
-                train_stage(
+    with distributed_run(device) as here:  # one process alone, or this rank of a torchrun job
+        for name in stages:
+            with progress_task(f"{name}", enabled=progress and here.is_main, lines=True) as task:
+                note = train_stage(
                     bundle, name, overrides=overrides, run_dir=run_dir, restart=restart, task=task, command=command
                 )
-            )
-    return notes
+            notes.append(note)
+    return notes if here.is_main else []
 
 
 def segment(
@@ -211,6 +217,8 @@ def segment(
     pattern: str | None = None,
     spec: str | Path | None = None,
     allow_modality_mismatch: bool = False,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> list[Path]:
     """Segment scans (files, folders, DICOM series folders) with a bundle; returns the masks written.
 
@@ -222,6 +230,7 @@ def segment(
     referencing the source series instead (``<mask>.seg.dcm``; DICOM series inputs only, needs the ``dicom-seg``
     extra), ``both`` writes both. With a photo bundle (``bundles/coco``) the
     inputs are photos and each result is a PNG label map at the photo's size, always with an overlay beside it.
+    The first bad scan stops the run (see `segment_batch` for large folders).
 
     Every output is checked and claimed (``medwss.runtime.outputs``) before the first scan is read: a bad ``-o``
     fails at once, and two processes never write the same file. In a folder, ``pattern`` (a glob) or a dataset
@@ -240,6 +249,7 @@ def segment(
         output_paths,
         seg_path,
     )
+    from medwss.runtime.device import configure_threads
     from medwss.runtime.outputs import claim_outputs
 
     if bundle is not None and is_photo_bundle(bundle):
@@ -264,7 +274,8 @@ def segment(
             raise MedwssError(
                 spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)"
             )
-        segmenter = Segmenter(bundle or default_bundle(), method)
+        segmenter = Segmenter(bundle or default_bundle(), method, device=device)
+        configure_threads(segmenter.device, threads)
         patients = loaded.discover(Path(scans[0]))
         task.set_total(len(patients))
         return segment_slice_set(Path(scans[0]), loaded, Path(out), segmenter, progress=task.advance)
@@ -279,7 +290,10 @@ def segment(
     files = [*(outs if fmt != "dicom-seg" else []), *(seg_path(t) for t in outs if fmt != "nifti")]
     with claim_outputs([*files, *(p for p in pngs if p is not None)], inputs):
         refuse_other_scans_masks(scan_paths, outs)
-        segmenter = Segmenter(bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch)
+        segmenter = Segmenter(
+            bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch, device=device
+        )
+        configure_threads(segmenter.device, threads)
         task.set_total(len(scan_paths))
         written = []
         for scan, prior, target, png in zip(scan_paths, priors, outs, pngs, strict=True):
@@ -307,6 +321,92 @@ def refuse_other_scans_masks(scans: list[Path], outs: list[Path]) -> None:
                                        "(-o) or remove it")  # fmt: skip
 
 
+def segment_batch(
+    scans: list[str | Path],
+    out: str | Path | None = None,
+    *,
+    bundle: str | Path | None = None,
+    method: str = "rlsp",
+    roi_mask: str | Path | None = None,
+    overlay: bool = False,
+    shard: str | None = None,
+    overwrite: bool = False,
+    task: ProgressTask | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    fmt: str = "nifti",
+    pattern: str | None = None,
+    spec: str | Path | None = None,
+    allow_modality_mismatch: bool = False,
+):
+    """Segment a large set of scans as one part of a job: ``shard`` ``"i/n"`` (array jobs), or torchrun's rank.
+
+    Each scan is segmented by exactly one shard; masks already there are skipped (a rerun resumes a killed job)
+    unless ``overwrite``; a bad scan is recorded and the others go on. Returns the ``BatchSummary``.
+
+    Raises:
+        MedwssError: a bad shard, bundle, output folder or scan list (before any scan is segmented).
+    """
+    import torch
+
+    from medwss.inference.sharding import merge_summaries, shard_from
+    from medwss.inference.sharding import segment_batch as run_batch
+    from medwss.runtime.distributed import distributed_run, env_world, gather_objects
+
+    part = shard_from(shard)
+    segmenter, scan_paths, priors, outs = _segment_plan(
+        scans, out, bundle, method, roi_mask, device, threads, fmt, pattern, spec, allow_modality_mismatch
+    )
+
+    def segment_one(scan, target, prior, png):
+        return segmenter.segment(scan, target, prior, png, fmt)[0]
+
+    if shard is not None or env_world().size <= 1:
+        return run_batch(
+            segment_one, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
+        )
+    # Under torchrun the ranks wait for each other and share one summary: torchrun stops every rank as soon as
+    # one exits with an error, which would let one bad scan stop the others' scans.
+    with distributed_run(torch.device("cpu")) as here:  # gloo: only Python objects travel
+        summary = run_batch(
+            segment_one, scan_paths, priors, outs, shard=part, overlay=overlay, overwrite=overwrite, task=task
+        )
+        return merge_summaries(gather_objects(summary), here.rank)
+
+
+def _segment_plan(scans, out, bundle, method, roi_mask, device, threads, fmt, pattern, spec, allow_modality_mismatch):
+    """The segmenter, the scans, their priors and their mask paths: everything checked before the first scan."""
+    from medwss.inference.segment import Segmenter, check_format, find_scan_items, match_priors, output_paths
+    from medwss.runtime.device import configure_threads
+
+    items = find_scan_items([Path(s) for s in scans], pattern, Path(spec) if spec else None)
+    scan_paths = [scan for scan, _ in items]
+    check_format(scan_paths, fmt)
+    priors = match_priors(scan_paths, Path(roi_mask) if roi_mask else None)
+    outs = output_paths(scan_paths, Path(out) if out else None, method, [folder for _, folder in items], fmt)
+    segmenter = Segmenter(
+        bundle or default_bundle(), method, allow_modality_mismatch=allow_modality_mismatch, device=device
+    )
+    configure_threads(segmenter.device, threads)
+    return segmenter, scan_paths, priors, outs
+
+
+def is_slice_spec(spec: str | Path | None) -> bool:
+    """Whether a dataset spec describes a slice-folder set (``kind: slices``): segmented set by set, not by scan."""
+    if spec is None:
+        return False
+    from medwss.data.datalist import DatasetSpec
+
+    return getattr(DatasetSpec.load(spec), "kind", "volumes") == "slices"
+
+
+def is_photo_bundle(bundle: str | Path) -> bool:
+    """A photo bundle (``bundles/coco``, ``bundles/voc``): photos in, PNG label maps out."""
+    from medwss.inference.photo_training import is_photo_bundle as photo
+
+    return photo(bundle)
+
+
 def default_bundle() -> Path:
     """The shipped prostate bundle (``bundles/prostate`` beside the package)."""
     return Path(__file__).resolve().parents[1] / "bundles" / "prostate"
@@ -319,6 +419,8 @@ def replay(
     *,
     bundle: str | Path | None = None,
     roi_mask: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Draw the bundle's agent playing itself on one slice of a scan (PNG strip).
 
@@ -337,6 +439,8 @@ def replay(
         from medwss.errors import MedwssError
 
         raise MedwssError(scan, "file not found")
-    return replay_slice(
-        Segmenter(bundle or default_bundle(), "rlsp"), Path(scan), slice_z, out, Path(roi_mask) if roi_mask else None
-    )
+    from medwss.runtime.device import configure_threads
+
+    segmenter = Segmenter(bundle or default_bundle(), "rlsp", device=device)
+    configure_threads(segmenter.device, threads)
+    return replay_slice(segmenter, Path(scan), slice_z, out, Path(roi_mask) if roi_mask else None)

@@ -33,6 +33,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar (it goes to stderr).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does (stderr).")]
+Device = Annotated[
+    str | None,
+    typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the bundle's device; auto: GPU if any)."),
+]
+Threads = Annotated[
+    int, typer.Option(min=1, help="Torch threads for a CPU run (1 is fastest on a busy machine; GPUs ignore it).")
+]
 
 
 def user_errors(func: F) -> F:
@@ -116,10 +123,15 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for everything (same as --set seed=N).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where checkpoints and logs go (default runs/<bundle>).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Start over instead of resuming.")] = False,
+    device: Device = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a bundle's stages in order (detector, then self-play), resuming each from its last checkpoint."""
+    """Train a bundle's stages in order (detector, then self-play), resuming each from its last checkpoint.
+
+    Under torchrun (torchrun --nproc_per_node N -m medwss train BUNDLE) the stages train data-parallel over the
+    processes; rank 0 writes checkpoints, metrics, progress and the exported models (docs/distributed.md).
+    """
     from medwss import api
     from medwss.bundle.config import parse_overrides
 
@@ -129,7 +141,9 @@ def train(
         overrides["seed"] = seed
     from medwss.runtime.interrupt import TrainingInterrupted
 
-    command = "medwss " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("medwss") else ""
+    if device is not None:
+        overrides["device"] = device
+    command = "medwss " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("medwss", "__main__.py")) else ""
     try:
         notes = api.train_bundle(
             bundle,
@@ -200,6 +214,15 @@ def segment(
             help="nifti, dicom-seg (a DICOM SEG <mask>.seg.dcm referencing a DICOM series input) or both.",
         ),
     ] = OutputFormat.nifti,
+    shard: Annotated[
+        str | None,
+        typer.Option(metavar="I/N", help="Segment only part I (0-based) of N of the scans, e.g. a cluster array job."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Folders: segment again scans whose mask is already there.")
+    ] = False,
+    device: Device = None,
+    threads: Threads = 1,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
@@ -207,18 +230,39 @@ def segment(
 
     In a folder, label maps are skipped and per-patient sub-folders are searched; masks keep those sub-folders.
     A slice-folder set (--spec with kind: slices) gets one lossless PNG mask per slice.
+    Folders (several scans), --shard I/N and torchrun runs go on past a bad scan, skip masks already written (so a
+    rerun resumes a killed job) and end with a done / skipped / failed summary; exit 2 if any scan failed.
     """
     from medwss import api
+    from medwss.runtime.distributed import env_world
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
+    batch = shard is not None or env_world().size > 1 or len(scans) > 1 or any(s.is_dir() for s in scans)
+    if not batch or (bundle is not None and api.is_photo_bundle(bundle)) or api.is_slice_spec(spec):
+        with progress_task("segmenting", enabled=not no_progress, lines=True) as task:
+            written = api.segment(
+                scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task,
+                pattern=pattern, fmt=format_.value, spec=spec, allow_modality_mismatch=allow_modality_mismatch,
+                device=device, threads=threads,
+            )  # fmt: skip
+        for path in written:
+            typer.echo(f"wrote {path}")
+        return
     with progress_task("segmenting", enabled=not no_progress, lines=True) as task:
-        written = api.segment(
-            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task,
-            pattern=pattern, fmt=format_.value, spec=spec, allow_modality_mismatch=allow_modality_mismatch,
+        summary = api.segment_batch(
+            scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, shard=shard,
+            overwrite=overwrite, task=task, device=device, threads=threads, fmt=format_.value, pattern=pattern,
+            spec=spec, allow_modality_mismatch=allow_modality_mismatch,
         )  # fmt: skip
-    for path in written:
-        typer.echo(f"wrote {path}")
+    if not summary.quiet:
+        for path in summary.done:
+            typer.echo(f"wrote {path}")
+        for _, problem in summary.failed:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo(summary.line())
+    if not summary.ok:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -229,13 +273,16 @@ def replay(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("replay.png"),
     bundle: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped prostate bundle).")] = None,
     roi_mask: Annotated[Path | None, typer.Option(help="Organ prior mask, for bundles that need one.")] = None,
+    device: Device = None,
+    threads: Threads = 1,
     verbose: Verbose = False,
 ) -> None:
     """Draw one self-play game of the bundle's agent on one slice: picks in order, termination, final patches."""
     from medwss import api
 
     _setup_logging(verbose)
-    typer.echo(f"wrote {api.replay(scan, slice_z, out, bundle=bundle, roi_mask=roi_mask)}")
+    written = api.replay(scan, slice_z, out, bundle=bundle, roi_mask=roi_mask, device=device, threads=threads)
+    typer.echo(f"wrote {written}")
 
 
 @labels_app.command("from-masks")

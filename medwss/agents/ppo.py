@@ -37,8 +37,9 @@ def compute_returns(
     if not rewards.shape == values.shape == dones.shape == valid.shape or rewards.dim() != 2:
         raise ValueError("rewards, values, dones and valid must all be (T, B)")
     steps, batch = rewards.shape
-    next_v = torch.zeros(batch, dtype=values.dtype) if next_value is None else next_value.to(values.dtype)
-    next_adv = torch.zeros(batch, dtype=values.dtype)
+    zeros = torch.zeros(batch, dtype=values.dtype, device=values.device)
+    next_v = zeros if next_value is None else next_value.to(values.device, values.dtype)
+    next_adv = zeros.clone()
     advantages = torch.zeros_like(values)
     for t in reversed(range(steps)):
         nonterminal = 1.0 - dones[t].to(values.dtype)

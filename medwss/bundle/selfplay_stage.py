@@ -16,8 +16,10 @@ import torch
 
 from medwss.bundle.config import parsed
 from medwss.bundle.scoring import bundle_scorer, scoring_settings
-from medwss.bundle.stages import git_commit, stage_slices, training_regions, write_json_atomic
+from medwss.bundle.stages import git_commit, stage_device, stage_slices, training_regions, write_json_atomic
 from medwss.errors import MedwssError
+from medwss.runtime import distributed
+from medwss.runtime.device import configure_threads
 from medwss.runtime.progress import ProgressTask
 
 
@@ -91,15 +93,17 @@ def train_selfplay_stage(
 
     started = time.perf_counter()
     # Many tiny tensor ops per game step: one thread avoids oversubscription (measured 2-10x faster on 2 cores).
-    torch.set_num_threads(int(parser["selfplay"].get("num_threads", 1)))
+    device = stage_device(parser)
+    configure_threads(device, int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
     grid = int(parser["grid_size"])
     settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
     task.describe("self-play: scoring slices")
-    detector = load_detector(parser, root)
+    detector = load_detector(parser, root).to(device)
     scorer = bundle_scorer(parser, root, detector)
     data = parsed(parser, "data")
-    slices, manifest = stage_slices(parser, with_masks=True, cache_dir=stage_dir.parent / "mask_cache")
+    with distributed.main_first():  # rank 0 fills the mask cache, the others then read it
+        slices, manifest = stage_slices(parser, with_masks=True, cache_dir=stage_dir.parent / "mask_cache")
     regions = training_regions(slices, str(data.get("region", "none")))
     scored = scorer.score(slices.images, regions)
     scores, region = scored.scores, scored.region
@@ -142,12 +146,17 @@ def train_selfplay_stage(
         features=part(features, is_train),
         val_features=part(features, is_val),
     )
-    policy = train_selfplay(play, rules, settings, stage_dir, restart=restart, task=task, encoder=encoder)
+    policy = train_selfplay(
+        play, rules, settings, stage_dir, restart=restart, task=task, encoder=encoder, device=device
+    )
+    if not distributed.world().is_main:  # rank 0 exports; the others wait so that `train` ends when it is written
+        distributed.barrier()
+        return {"stage": "selfplay", "rank": distributed.world().rank}
 
     from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.metric_log import MetricLog
 
-    save_checkpoint(policy.state_dict(), root / "models" / "model.pt")
+    save_checkpoint({k: v.cpu() for k, v in policy.state_dict().items()}, root / "models" / "model.pt")
     records = MetricLog(stage_dir / "metrics.jsonl").records()
     last_dice = next((r["val/dice"] for r in reversed(records) if r.get("val/dice") is not None), None)
     note = {
@@ -161,6 +170,8 @@ def train_selfplay_stage(
         "rules": asdict(rules),
         "roi_calibration": calibration,
         "settings": asdict(settings),
+        "world_size": distributed.world().size,
+        "device": str(device),
         "data": {
             "classes": manifest.classes,
             "train_slices": int(is_train.sum()),
@@ -174,4 +185,5 @@ def train_selfplay_stage(
         },
     }
     write_json_atomic(note, root / "models" / "policy.json")
+    distributed.barrier()
     return note

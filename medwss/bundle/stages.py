@@ -21,7 +21,9 @@ import torch
 from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
 from medwss.bundle.scoring import export_position_prior, scoring_settings
 from medwss.errors import MedwssError
+from medwss.runtime import distributed
 from medwss.runtime.atomic import atomic_output
+from medwss.runtime.device import resolve_device
 from medwss.runtime.interrupt import TrainingInterrupted, stopped_message
 from medwss.runtime.progress import ProgressTask
 
@@ -39,6 +41,11 @@ def write_json_atomic(data: dict[str, Any], out: Path) -> Path:
     with atomic_output(out) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return out
+
+
+def stage_device(parser) -> torch.device:
+    """The device a stage trains on: the config's ``device`` (``medwss train --device`` sets it), default auto."""
+    return resolve_device(str(parsed(parser, "device", "auto")))
 
 
 def git_commit() -> str:
@@ -175,6 +182,9 @@ def fit_detector(
     )
     from medwss.runtime.metric_log import MetricLog
 
+    # Under torchrun every rank resumes from the same checkpoint (rank 0's, on a shared folder) and holds the same
+    # model after every epoch; only rank 0 writes the log, the checkpoints and the plot.
+    main = distributed.world().is_main
     log = MetricLog(stage_dir / "metrics.jsonl")
     made_from = provenance(trainer.data_fingerprint(), asdict(trainer.settings), trainer.settings.seed)
     checkpoint = resume_point(stage_dir, restart)
@@ -186,19 +196,23 @@ def fit_detector(
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise MedwssError(checkpoint, f"checkpoint does not fit this detector ({type(err).__name__}); "
                                           "pass --restart to start over") from None  # fmt: skip
-        log.truncate(trainer.epoch)
+        if main:
+            log.truncate(trainer.epoch)
         logger.info("resumed the detector stage from %s at epoch %d", checkpoint, trainer.epoch)
-    else:
+    elif main:
         log.reset()
+    distributed.barrier()  # no rank reads a checkpoint that rank 0 is about to replace
     every = int(parser["detector"].get("checkpoint_every", 1))
     task.describe(f"{label}: epoch")  # shown as "detector 2 of 3: epoch 7 of 15"
     task.set_total(epochs)
     task.skip(trainer.epoch)
     while trainer.epoch < epochs:
         metrics = trainer.step()
-        log.log(trainer.epoch, **metrics)
         task.status(epoch_status(metrics))
         task.advance(1)
+        if not main:
+            continue
+        log.log(trainer.epoch, **metrics)
         if trainer.epoch % every == 0 or trainer.epoch == epochs:
             name = FINAL if trainer.epoch == epochs else LATEST
             state = {"trainer": trainer.state_dict(), "stage": "detector", "provenance": made_from}
@@ -244,7 +258,8 @@ def train_detector_stage(
     else:  # too few patients to hold one out (one tumour patient): keep the last epoch
         train_patients, val_patients = sorted(set(slices.patients)), []
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
-    model = parsed(parser, "detector#network_def")
+    device = stage_device(parser)
+    model = parsed(parser, "detector#network_def").to(device)
     members = detector_members(model)
     for k, member in enumerate(members):
         # An ensemble trains its members one after the other, each from its own seed and in its own run folder,
@@ -261,9 +276,12 @@ def train_detector_stage(
         )
         member.load_state_dict(trainer.best_model_state)
 
-    # ---------------------------------------------------------------- export (plumbing)
+    # ---------------------------------------------------------------- export (plumbing, rank 0 only)
+    if not distributed.world().is_main:
+        distributed.barrier()  # the exports exist once this returns, for the self-play stage of every rank
+        return {"stage": "detector", "rank": distributed.world().rank}
     out = root / "models" / "detector.pt"
-    save_checkpoint(model.state_dict(), out)
+    save_checkpoint({k: v.cpu() for k, v in model.state_dict().items()}, out)
     # The position prior is learned from the training patients' slice labels, never the validation ones.
     task.describe("detector: learning the position prior")
     train_rows = torch.tensor([p in set(train_patients) for p in slices.patients])
@@ -287,6 +305,8 @@ def train_detector_stage(
         },
         "settings": asdict(settings),
         "members": len(members),
+        "world_size": distributed.world().size,
+        "device": str(device),
         "scoring": scoring_settings(parser),
         "position_prior": prior_note,
         "metrics": {
@@ -296,4 +316,5 @@ def train_detector_stage(
         },
     }
     write_json_atomic(note, root / "models" / "detector.json")
+    distributed.barrier()
     return note

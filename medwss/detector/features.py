@@ -30,11 +30,11 @@ class DetectorEncoder(torch.nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.detector.eval()
-        x = images
+        x = images.to(next(self.detector.parameters()).device)  # features come back on the CPU, beside the planes
         if self.detector.coord_channels:
             x = torch.cat([x, coordinate_channels(x.shape[0], x.shape[-2], x.shape[-1], x)], dim=1)
         features = self.detector.features(x)
-        return F.adaptive_avg_pool2d(features, self.grid_size)
+        return F.adaptive_avg_pool2d(features, self.grid_size).float().cpu()
 
 
 AGENT_PLANES = ("prior", "gate", "scores")

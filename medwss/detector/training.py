@@ -25,6 +25,8 @@ from monai.utils import set_determinism
 
 from medwss.detector.network import PresenceDetector, build_detector, pool_cells, region_cells
 from medwss.errors import MedwssError
+from medwss.runtime import distributed
+from medwss.runtime.device import amp_enabled, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class DetectorTrainingSettings:
     """Largest shift as a fraction of the image side (8 px at 128)."""
     flip_prob: float = 0.0
     """Probability of a left-right flip (photos; 0 for scans, whose left and right are anatomy)."""
+    amp: bool = False
+    """Mixed precision (float16 autocast + gradient scaling) on a GPU; ignored on the CPU (see runtime.device)."""
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -129,6 +133,20 @@ class DetectorTrainer:
         self.model = model
         self.model.train()
         self.device = next(model.parameters()).device
+        # Under torchrun every rank draws the same batch order and augmentation (same seed) and trains on its part
+        # of each global batch; DDP averages the gradients, so a step sees the same data at any world size.
+        self.world = distributed.world()
+        if self.world.distributed and s.batch_size < self.world.size:
+            raise MedwssError("detector#training#batch_size", f"must be >= the {self.world.size} processes")
+        self.net = self.model
+        if self.world.distributed:
+            if self.device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm is GPU-only)
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.amp = amp_enabled(self.device, s.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         steps = s.epochs * math.ceil(len(self.train_data[0]) / s.batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, s.learning_rate, total_steps=max(steps, 1))
@@ -174,8 +192,11 @@ class DetectorTrainer:
         return x
 
     # ---------------------------------------------------------------- algorithm
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        cells = self.model(x)  # (B, K, h, w)
+    def _loss_terms(self, x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss as (sum over this batch, its normaliser): the mean over a global batch split across ranks is
+        the sum of the ranks' sums over the sum of their normalisers."""
+        with autocast(self.device, self.amp):
+            cells = self.net(x).float()  # (B, K, h, w)
         inside = region_cells(region, cells.shape[-2:])
         inside = (inside | ~inside.flatten(1).any(1)[:, None, None]).unsqueeze(1)  # empty region: all cells
         if self.settings.loss == "instance":
@@ -184,9 +205,14 @@ class DetectorTrainer:
             target = y[:, :, None, None].expand_as(cells)
             weight = inside * torch.where(target > 0, self.pos_weight[None, :, None, None], 1.0)
             per_cell = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
-            return (per_cell * weight).sum() / weight.sum().clamp(min=1)
+            return (per_cell * weight).sum(), weight.sum()
         slice_logits = pool_cells(cells, inside, self.model.pooling, self.model.lse_r)
-        return F.binary_cross_entropy_with_logits(slice_logits, y, pos_weight=self.pos_weight)
+        per_slice = F.binary_cross_entropy_with_logits(slice_logits, y, pos_weight=self.pos_weight, reduction="none")
+        return per_slice.sum(), torch.tensor(float(per_slice.numel()), device=per_slice.device)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        total, norm = self._loss_terms(x, y, region)
+        return total / norm.clamp(min=1)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training slices in a seeded random order; returns ``losses/detector``."""
@@ -197,20 +223,35 @@ class DetectorTrainer:
         total, count = 0.0, 0
         for start in range(0, len(order), s.batch_size):
             idx = order[start : start + s.batch_size]
-            if len(idx) < 2 and len(order) >= 2:
-                continue  # batch norm cannot train on a single slice
+            if len(idx) < max(2, self.world.size) and len(order) >= 2:
+                continue  # batch norm cannot train on a single slice (nor a rank on none): the same on every rank
             x, y, r = images[idx].to(self.device), presence[idx].to(self.device), regions[idx].to(self.device)
             if s.augment:
                 x, r = self._augment(x, r)
-            loss = self._loss(x, y, r)
+            if self.world.distributed:
+                loss = self._distributed_loss(x, y, r)
+            else:
+                loss = self._loss(x, y, r)
+                self._batch_loss = loss.detach()
             self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.scheduler.last_epoch < self.scheduler.total_steps:
                 self.scheduler.step()
-            total, count = total + loss.item() * len(idx), count + len(idx)
+            total, count = total + float(self._batch_loss) * len(idx), count + len(idx)
+        if self.world.distributed:
+            distributed.broadcast_buffers(self.model)  # every rank validates and saves rank 0's running statistics
         self.epoch += 1
         return {"losses/detector": total / max(count, 1)}
+
+    def _distributed_loss(self, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global batch's mean loss, scaled by the world size (DDP averages gradients)."""
+        part = distributed.split_for_rank(torch.arange(len(x), device=x.device), self.world.rank, self.world.size)
+        local, norm = self._loss_terms(x[part], y[part], r[part])
+        global_norm = distributed.all_reduce(norm).clamp(min=1)
+        self._batch_loss = distributed.all_reduce(local.detach()) / global_norm
+        return local / global_norm * self.world.size
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -135,8 +135,8 @@ class SelfPlayInferer(Inferer):
                 region=region,
             )
         else:
-            patches = self._patches(slices, self.scorer.score(slices, region), network)
+            patches = self._patches(slices, self.scorer.score(slices, region), network).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region
-        return pixels.permute(1, 2, 0).unsqueeze(0).to(torch.uint8)
+        return pixels.cpu().permute(1, 2, 0).unsqueeze(0).to(torch.uint8)

@@ -45,8 +45,9 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     scored = inferer.scorer.score(one, None if region is None else region[k : k + 1])
     scores = scored.scores
     base = inferer.agent_base(one, scored, policy)
-    base = one if base is None else base
-    game = BatchedGame(inferer.rules, scores, scored.region, record=True)
+    base = (one if base is None else base).to(segmenter.device)  # the game runs where the agent does
+    region_g = None if scored.region is None else scored.region.to(segmenter.device)
+    game = BatchedGame(inferer.rules, scores.to(segmenter.device), region_g, record=True)
     while not bool(game.done.all()):
         obs = build_observation(
             base,
@@ -63,4 +64,4 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     centre = one[0, one.shape[1] // 2]
     # The working grid is RAS (Orientationd): drawn the way `segment` overlays draw the scan.
     record = game.record(0)
-    return draw_replay(centre, record, scores[0], out_png, title=f"{scan.name} z={slice_z}", codes=RAS[:2])
+    return draw_replay(centre, record, scores[0].cpu(), out_png, title=f"{scan.name} z={slice_z}", codes=RAS[:2])

@@ -236,10 +236,12 @@ class Segmenter:
         overrides: dict[str, Any] | None = None,
         *,
         allow_modality_mismatch: bool = False,
+        device: str | torch.device | None = None,
     ) -> None:
         from medwss.bundle.config import load_inference, parsed
         from medwss.data.transforms import CheckScand
         from medwss.inference.inferer import METHODS
+        from medwss.runtime.device import resolve_device
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
         self.method = method
@@ -251,6 +253,12 @@ class Segmenter:
             if isinstance(transform, CheckScand):
                 transform.allow_mismatch = allow_modality_mismatch
         self.modality = bundle_modality(self.root)
+        # --device, else the bundle's ``device`` (MONAI's bundle property), else the CPU. Detector, scorer, agent and
+        # game all run there; volumes are read and masks written on the CPU.
+        self.device = resolve_device(device if device is not None else _config_device(parser))
+        self.inferer.detector.to(self.device)
+        if self.network is not None:
+            self.network.to(self.device)
 
     def segment(
         self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None, fmt: str = "nifti"
@@ -309,3 +317,10 @@ class Segmenter:
 
             mask &= read_mask_array(prior, scan)[0] > 0
         return mask
+
+
+def _config_device(parser) -> str:
+    """The bundle config's ``device`` (a ``torch.device`` expression or a name), ``cpu`` when it has none."""
+    from medwss.bundle.config import parsed
+
+    return str(parsed(parser, "device", "cpu"))

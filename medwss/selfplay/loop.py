@@ -33,6 +33,7 @@ from medwss.agents.ppo import (
 from medwss.errors import MedwssError
 from medwss.game.record import EndReason
 from medwss.game.rules import GameRules
+from medwss.runtime import distributed
 from medwss.runtime.checkpoint import (
     FINAL,
     LATEST,
@@ -203,13 +204,30 @@ def ppo_update(
     settings: SelfPlaySettings,
     rng: np.random.Generator,
 ) -> dict[str, float]:
-    """PPO epochs over the learner's valid transitions; inputs are rebuilt per minibatch from the stored state."""
+    """PPO epochs over the learner's valid transitions; inputs are rebuilt per minibatch from the stored state.
+
+    Under torchrun each rank holds its own games' transitions: the ranks agree on the number of minibatches (the
+    most any rank needs; a rank with fewer takes empty steps) and average their gradients before each clip and
+    step, so every rank applies the same update and the learner stays identical everywhere.
+    """
     b_t, b_game = rollout.valid.nonzero(as_tuple=True)
     totals = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
     updates = 0
+    here = distributed.world()
+    device = next(policy.parameters()).device
+    needed = torch.tensor(float(-(-len(b_t) // settings.minibatch_size)), device=device)
+    steps_per_epoch = int(distributed.all_reduce(needed, "max"))
     for _ in range(settings.update_epochs):
-        order = torch.from_numpy(rng.permutation(len(b_t)))
-        for mb_inds in order.split(settings.minibatch_size):
+        order = torch.from_numpy(rng.permutation(len(b_t))).to(b_t.device)
+        minibatches = list(order.split(settings.minibatch_size))
+        minibatches += [order[:0]] * (steps_per_epoch - len(minibatches))
+        for mb_inds in minibatches:
+            if len(mb_inds) == 0:  # this rank has no transition left this epoch: a zero gradient keeps it in step
+                optimizer.zero_grad()
+                distributed.average_gradients(policy)
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                continue
             t, game = b_t[mb_inds], b_game[mb_inds]
             obs = build_observation(
                 base[game], rollout.owner[t, game], rollout.learner_seat[game], region[game],
@@ -224,6 +242,7 @@ def ppo_update(
             loss = pg_loss + entropy_bonus(entropy, settings.ent_coef) + settings.vf_coef * v_loss
             optimizer.zero_grad()
             loss.backward()
+            distributed.average_gradients(policy)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
@@ -232,6 +251,10 @@ def ppo_update(
             for key, value in zip(totals, stats, strict=True):
                 totals[key] += float(value)
             updates += 1
+    if here.distributed:  # the mean over every rank's minibatches, for the log
+        stats = torch.tensor([*totals.values(), float(updates)], dtype=torch.float64, device=device)
+        summed = distributed.all_reduce(stats)
+        totals, updates = dict(zip(totals, summed[:-1].tolist(), strict=True)), int(summed[-1])
     return {key: value / max(updates, 1) for key, value in totals.items()} | {"updates": float(updates)}
 
 
@@ -239,7 +262,7 @@ def validation_dice(
     policy: AgentPolicy, data: SelfPlayData, rules: GameRules, base: torch.Tensor
 ) -> tuple[float, torch.Tensor]:
     """Mean 2D mask Dice of agent a playing alone, deterministically, on the validation slices; and its patches."""
-    patches = play_alone(policy, None, data.val_scores, data.val_region, rules, base=base)
+    patches = play_alone(policy, None, data.val_scores, data.val_region, rules, base=base).cpu()
     return float(patch_mask_dice(patches, data.val_masks).mean()), patches
 
 
@@ -252,6 +275,7 @@ def train_selfplay(
     restart: bool = False,
     task: ProgressTask | None = None,
     encoder: Encoder | None = None,
+    device: torch.device | str = "cpu",
 ) -> AgentPolicy:
     """Train agent a by prioritised fictitious self-play; returns the final learner (also in checkpoint_final.pt).
 
@@ -264,6 +288,11 @@ def train_selfplay(
         task: progress callbacks (one advance per iteration).
         encoder: frozen image encoder for the "features" observation when data.features is None; default a
             seeded `RandomConvEncoder`.
+        device: where the policies, games and PPO updates run (the data is moved there once).
+
+    Under torchrun (a process group is set up) each rank plays its share of ``games_per_iteration`` with its own
+    seed (`distributed.rank_seed`) against the same opponent, gradients are averaged over ranks, and rank 0 alone
+    writes metrics, checkpoints and the plot; a run is reproducible for a given world size.
 
     Raises:
         MedwssError: the run folder's checkpoint was made with other rules or settings (use restart).
@@ -275,23 +304,34 @@ def train_selfplay(
     g = rules.grid_size
     if data.scores.shape[-1] != g:
         raise ValueError(f"scores are on a {data.scores.shape[-1]}-grid, the rules on a {g}-grid")
+    here = distributed.world()
+    device = torch.device(device)
     seed_everything(settings.seed)
-    rngs = {name: named_generator(settings.seed, name) for name in ("slices", "opponent", "minibatch")}
-    action_gen = torch.Generator().manual_seed(settings.seed)
+    # The opponent draw is shared (same seed on every rank: all ranks play the same snapshot); the games' slices,
+    # minibatch order and action samples are each rank's own.
+    own_seed = distributed.rank_seed(settings.seed, here.rank)
+    rngs = {name: named_generator(own_seed, name) for name in ("slices", "minibatch")}
+    rngs["opponent"] = named_generator(settings.seed, "opponent")
+    action_gen = torch.Generator(device=device).manual_seed(own_seed)
+    games_here = len(distributed.split_for_rank(range(settings.games_per_iteration), here.rank, here.size))
+    first_game = here.rank * settings.games_per_iteration // here.size  # seats alternate over the global games
+    if games_here < 1:
+        raise MedwssError("selfplay#training#games_per_iteration", f"must be >= the {here.size} processes")
     if settings.observation == "features" and data.features is None and encoder is None:
         encoder = RandomConvEncoder(data.images.shape[1], g, seed=settings.seed)
     base_args = {"encoder": encoder, "pixels_per_patch": settings.pixels_per_patch}
     base = observation_base(data.images, settings.observation, g, features=data.features, **base_args)
     val_base = observation_base(data.val_images, settings.observation, g, features=data.val_features, **base_args)
     region = data.region if data.region is not None else torch.ones(len(base), g, g, dtype=torch.bool)
+    base, val_base, region, scores = base.to(device), val_base.to(device), region.to(device), data.scores.to(device)
     policy_config = {
         "observation": settings.observation, "grid_size": g, "in_channels": int(base.shape[1]),
         "channels": settings.channels, "num_res_units": settings.num_res_units,
         "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
         "termination_floor": settings.termination_floor, "merge_sides": settings.merge_sides,
     }  # fmt: skip
-    policy = build_policy(policy_config)
-    opponent = build_policy(policy_config).requires_grad_(False)
+    policy = build_policy(policy_config).to(device)
+    opponent = build_policy(policy_config).requires_grad_(False).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
     pool = OpponentPool(settings.pool_size, settings.snapshot_every)
     metric_log = MetricLog(run_dir / "metrics.jsonl")
@@ -310,25 +350,35 @@ def train_selfplay(
         optimizer.load_state_dict(state["optimizer"])
         pool.load_state_dict(state["pool"])
         start_iteration, global_step = int(state["iteration"]), int(state["global_step"])
-        restore_rng_states(state["rng"], rngs)
-        action_gen.set_state(state["rng"]["actions"])
-        metric_log.reset()
-        for record in state["metrics"]:
-            metric_log.log(record["step"], **{k: v for k, v in record.items() if k != "step"})
+        rank_states = state.get("rng_by_rank") or [state["rng"]]
+        if len(rank_states) != here.size:
+            raise MedwssError(checkpoint, f"the checkpoint was made by {len(rank_states)} process(es), this run has "
+                              f"{here.size}: resume with the same number, or pass restart")  # fmt: skip
+        restore_rng_states(rank_states[here.rank], rngs)
+        action_gen.set_state(rank_states[here.rank]["actions"])
+        if here.is_main:
+            metric_log.reset()
+            for record in state["metrics"]:
+                metric_log.log(record["step"], **{k: v for k, v in record.items() if k != "step"})
         logger.info("resumed %s at iteration %d", checkpoint, start_iteration)
-        if checkpoint.name == FINAL and start_iteration < settings.num_iterations:
+        distributed.barrier()  # every rank has read the checkpoint before rank 0 may move it
+        if here.is_main and checkpoint.name == FINAL and start_iteration < settings.num_iterations:
             os.replace(checkpoint, run_dir / LATEST)  # a finished run is extended: its final state is now the latest
     else:
-        metric_log.reset()
+        if here.is_main:
+            metric_log.reset()
         pool.add(policy.state_dict(), 0)  # the untrained policy is the first opponent
 
     def save(name: str, iteration: int) -> None:
+        states = distributed.gather_objects(rng_states(rngs) | {"actions": action_gen.get_state()})  # every rank
+        if not here.is_main:
+            return
         save_checkpoint({
             "policy": policy.state_dict(), "policy_config": policy_config, "optimizer": optimizer.state_dict(),
             "iteration": iteration, "global_step": global_step, "pool": pool.state_dict(),
             "metrics": metric_log.records(), "settings": dataclasses.asdict(settings),
             "rules": dataclasses.asdict(rules), "encoder": None if encoder is None else encoder_config(encoder),
-            "rng": rng_states(rngs) | {"actions": action_gen.get_state()}, "provenance": made_from,
+            "rng": states[0], "rng_by_rank": states, "world_size": here.size, "provenance": made_from,
         }, run_dir / name)  # fmt: skip
         plot_progress(metric_log.records(), run_dir / "progress.png", title="self-play")
 
@@ -353,12 +403,13 @@ def train_selfplay(
 
         # ========================================================================================= ALGORITHM: play
         task.describe("self-play (playing): iteration")
-        games = torch.from_numpy(rngs["slices"].integers(0, len(base), size=settings.games_per_iteration))
+        games = torch.from_numpy(rngs["slices"].integers(0, len(base), size=games_here)).to(device)
         games_base, games_region = base[games], region[games]
-        seats = torch.arange(len(games)) % 2 if settings.learner_seats == "both" else torch.zeros_like(games)
+        seats = (torch.arange(len(games), device=device) + first_game) % 2
+        seats = seats if settings.learner_seats == "both" else torch.zeros_like(games)
         warmup = iteration <= settings.termination_warmup
         rollout = play_selfplay_games(
-            policy, opponent, games_base, data.scores[games], games_region, warmup_rules if warmup else rules,
+            policy, opponent, games_base, scores[games], games_region, warmup_rules if warmup else rules,
             action_gen, seats, allow_termination=not warmup,
         )  # fmt: skip
 
@@ -373,7 +424,7 @@ def train_selfplay(
         losses = ppo_update(
             policy, optimizer, rollout, games_base, games_region, advantages, returns, settings, rngs["minibatch"]
         )
-        global_step += int(rollout.valid.sum())
+        global_step += int(distributed.all_reduce(rollout.valid.sum()))
         pool.maybe_add(policy, iteration)
 
         # ============================================================================================ PLUMBING: log
@@ -382,18 +433,22 @@ def train_selfplay(
             "losses/approx_kl": losses["approx_kl"], "losses/clipfrac": losses["clipfrac"],
             "charts/learning_rate": lr, "charts/global_step": global_step,
             "charts/updates_per_s": losses["updates"] / max(time.perf_counter() - started, 1e-9),
-            "game/win_rate": rollout.learner_won.float().mean(), "game/reward": rollout.learner_returns.mean(),
-            "game/episode_length": rollout.turns.float().mean(),
-            "game/terminations": (rollout.end_reason == EndReason.TERMINATED).float().mean(),
+            "game/win_rate": distributed.all_reduce(rollout.learner_won.float().mean(), "mean"),
+            "game/reward": distributed.all_reduce(rollout.learner_returns.float().mean(), "mean"),
+            "game/episode_length": distributed.all_reduce(rollout.turns.float().mean(), "mean"),
+            "game/terminations": distributed.all_reduce(
+                (rollout.end_reason == EndReason.TERMINATED).float().mean(), "mean"
+            ),
             "pool/size": len(pool), "pool/opponent_index": opponent_index,
         }  # fmt: skip
-        if iteration % settings.eval_every == 0 or iteration == settings.num_iterations:
+        if here.is_main and (iteration % settings.eval_every == 0 or iteration == settings.num_iterations):
             task.describe("self-play (validating): iteration")
             scalars["val/dice"] = validation_dice(policy, data, rules, val_base)[0]
             logger.info("iteration %d: val/dice %.4f win_rate %.3f", iteration, scalars["val/dice"],
                         float(scalars["game/win_rate"]))  # fmt: skip
         scalars["charts/iteration_s"] = time.perf_counter() - started
-        metric_log.log(iteration, **scalars)
+        if here.is_main:
+            metric_log.log(iteration, **scalars)
 
         # ===================================================================================== PLUMBING: checkpoint
         if iteration % settings.checkpoint_every == 0:

@@ -110,19 +110,22 @@ def play_selfplay_games(
         allow_termination: False masks TERMINATE out for both agents (the termination warm-up of `selfplay.loop`):
             games then end when the board or `rules.max_turns` runs out.
     """
-    game = BatchedGame(rules, scores, region)
+    # Game state, storage and the learner's inputs all live on the learner's device (CPU or GPU).
+    dev = next(learner.parameters()).device
+    base = base.to(dev)
+    game = BatchedGame(rules, scores.to(dev), None if region is None else region.to(dev))
     n, g = game.batch_size, rules.grid_size
-    seat = torch.zeros(n, dtype=torch.int64) if learner_seat is None else learner_seat.to(torch.int64)
+    seat = torch.zeros(n, dtype=torch.int64, device=dev) if learner_seat is None else learner_seat.to(dev, torch.int64)
     steps = rules.turn_limit(single_agent=False) + 2  # each normal pick, TERMINATE, one final pick
-    owner = torch.zeros(steps, n, g, g, dtype=torch.int8)
-    final_phase = torch.zeros(steps, n, dtype=torch.bool)
-    fraction = torch.zeros(steps, n)
-    masks = torch.zeros(steps, n, rules.action_count, dtype=torch.bool)
-    actions = torch.zeros(steps, n, dtype=torch.int64)
-    logprobs, values, rewards = torch.zeros(steps, n), torch.zeros(steps, n), torch.zeros(steps, n)
-    dones = torch.zeros(steps, n, dtype=torch.bool)
-    stored = torch.zeros(n, dtype=torch.int64)  # learner steps stored per game
-    cols = torch.arange(n)
+    owner = torch.zeros(steps, n, g, g, dtype=torch.int8, device=dev)
+    final_phase = torch.zeros(steps, n, dtype=torch.bool, device=dev)
+    fraction = torch.zeros(steps, n, device=dev)
+    masks = torch.zeros(steps, n, rules.action_count, dtype=torch.bool, device=dev)
+    actions = torch.zeros(steps, n, dtype=torch.int64, device=dev)
+    logprobs, values, rewards = (torch.zeros(steps, n, device=dev) for _ in range(3))
+    dones = torch.zeros(steps, n, dtype=torch.bool, device=dev)
+    stored = torch.zeros(n, dtype=torch.int64, device=dev)  # learner steps stored per game
+    cols = torch.arange(n, device=dev)
     while True:
         live = ~game.done
         if not bool(live.any()):
@@ -130,7 +133,7 @@ def play_selfplay_games(
         mask = game.action_mask()
         if not allow_termination:
             mask[live, -1] = False  # a live game in play always has a free patch, else it would be over
-        step_actions = torch.full((n,), rules.terminate_action, dtype=torch.int64)
+        step_actions = torch.full((n,), rules.terminate_action, dtype=torch.int64, device=dev)
         learner_turn = game.agent == seat
         for is_learner, policy in ((True, learner), (False, opponent)):
             rows = (live & (learner_turn == is_learner)).nonzero().squeeze(1)
@@ -153,7 +156,7 @@ def play_selfplay_games(
         ended = live & game.done & (stored > 0)
         dones[last[ended], cols[ended]] = True
     length = int(stored.max()) if n else 0
-    valid = torch.arange(length)[:, None] < stored[None, :]
+    valid = torch.arange(length, device=dev)[:, None] < stored[None, :]
     return Rollout(
         owner=owner[:length], final_phase=final_phase[:length], step_fraction=fraction[:length],
         action_masks=masks[:length], actions=actions[:length], logprobs=logprobs[:length], values=values[:length],
@@ -201,19 +204,21 @@ def play_alone(
             pixels_per_patch=policy.pixels_per_patch,
         )  # fmt: skip
     g = rules.grid_size
-    if scores is None:
-        scores = torch.zeros(base.shape[0], g, g)
+    dev = next(policy.parameters()).device  # the game runs where the agent does
+    base = base.to(dev)
+    scores = torch.zeros(base.shape[0], g, g, device=dev) if scores is None else scores.to(dev)
+    region = None if region is None else region.to(dev)
     masks = []
     for start in range(0, base.shape[0], batch_size):
         part = slice(start, start + batch_size)
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
         chunk = base[part]
-        survival = torch.ones(game.batch_size)  # P(the sampled policy has not terminated yet), "median" rule
+        survival = torch.ones(game.batch_size, device=dev)  # P(the sampled policy has not stopped yet), "median" rule
         while True:
             rows = (~game.done).nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
-            step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64)
+            step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64, device=dev)
             obs = _inputs(policy, chunk, game, rows)
             mask = game.action_mask()[rows]
             if deterministic and stopping == "median":
@@ -225,4 +230,4 @@ def play_alone(
                 step_actions[rows] = policy.act(obs, mask, deterministic, generator)[0]
             game.step(step_actions)
         masks.append(game.segmentation())
-    return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool)
+    return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool, device=dev)
