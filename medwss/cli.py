@@ -238,8 +238,13 @@ def segment(
     from medwss.runtime.progress import progress_task
 
     _setup_logging(verbose)
-    batch = shard is not None or env_world().size > 1 or len(scans) > 1 or any(s.is_dir() for s in scans)
-    if not batch or (bundle is not None and api.is_photo_bundle(bundle)) or api.is_slice_spec(spec):
+    single = (bundle is not None and api.is_photo_bundle(bundle)) or api.is_slice_spec(spec)
+    if not single and shard is None and env_world().size <= 1:
+        from medwss.inference.segment import find_scan_items
+
+        # A folder of many scans is a batch (goes on past a bad scan); one scan, or a DICOM series folder, is not.
+        single = len(find_scan_items(scans, pattern, spec)) <= 1
+    if single:
         with progress_task("segmenting", enabled=not no_progress, lines=True) as task:
             written = api.segment(
                 scans, out, bundle=bundle, method=method.value, roi_mask=roi_mask, overlay=overlay, task=task,

@@ -103,7 +103,6 @@ def train_stage(
         removed = clear_checkpoints(stage_dir)
         if removed:
             logger.info("--restart: removed %d old checkpoint(s) under %s", len(removed), stage_dir)
-    return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
     try:
         return runners[stage](root, parser, stage_dir, restart=restart, task=task, command=command)
     except KeyboardInterrupt as interrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -96,10 +97,12 @@ def test_segment_info_names_the_bundle_label_and_versions():
     from medwss import __version__
     from tests.bundle.fixtures import REPO
 
-    info = segment_info(REPO / "bundles" / "liver_tumour", "cam")
+    bundle = REPO / "bundles" / "liver_tumour"
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    info = segment_info(bundle, "cam")
     assert info.label == "tumour"
     assert info.algorithm_name == "medwss liver_tumour cam"
-    assert info.algorithm_version == f"medwss {__version__}, bundle 0.1.0"
+    assert info.algorithm_version == f"medwss {__version__}, bundle {version}"
 
 
 def test_segment_dicom_series_to_seg_and_nifti_frame_by_frame(tmp_path, trained):  # noqa: F811
