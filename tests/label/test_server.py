@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow, realdata]
 PROSTATE = DATA / "prostate/prostate158_subset/001/t2.nii.gz"
 LIVER = DATA / "liver/imagesTr/ircadb01_01.nii.gz"
 LIVER_MASK = DATA / "liver/labelsTr/ircadb01_01/liver.nii.gz"
-LATE = DATA / "prostate/prostate158_subset/020/t2.nii.gz"  # a study whose prior is saved after start-up
-LATE_PRIOR = DATA / "prostate/prostate158_subset/020/gland_reader1.nii.gz"
+LATE = DATA / "liver/imagesTr/ircadb01_07.nii.gz"  # a CT study whose liver prior is saved after start-up
+LATE_PRIOR = DATA / "liver/labelsTr/ircadb01_07/liver.nii.gz"
 START_TIMEOUT_S = 300  # import of torch + MONAI + monailabel on a loaded 2-core machine
 INFER_TIMEOUT_S = 300
 
@@ -48,7 +48,7 @@ def log_tail(log: Path, lines: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Studies folder with two prostate scans and one liver CT (no labels/prior/ folder yet), the app copied out of
+    """Studies folder with one prostate scan and two liver CTs (no labels/prior/ folder yet), the app copied out of
     the repository (the server writes logs/ and model/ into its app folder), the server up until ``/info/``."""
     root = tmp_path_factory.mktemp("label")
     studies = root / "studies"
