@@ -263,13 +263,12 @@ def segment(
         return segment_photos(scans, out, bundle, method, overlay=True, task=task)
 
     task = task or ProgressTask()
-    if spec is not None:
+    if is_slice_spec(spec):
         from medwss.data.datalist import DatasetSpec
         from medwss.errors import MedwssError
         from medwss.inference.slice_segment import segment_slice_set
 
         loaded = DatasetSpec.load(spec)
-    if spec is not None and getattr(loaded, "kind", "volumes") == "slices":
         if len(scans) != 1 or out is None or roi_mask is not None or overlay:
             raise MedwssError(
                 spec, "a slice set is segmented as one folder with -o OUT_FOLDER (no --roi-mask, --overlay)"
