@@ -297,7 +297,7 @@ def segment(
         written = []
         for scan, prior, target, png in zip(scan_paths, priors, outs, pngs, strict=True):
             task.describe(f"segmenting {scan.name}: scan")
-            written += segmenter.segment(scan, target, prior, png, fmt)
+            written += segmenter.segment(scan, target, prior, png, fmt, progress=task.detail)
             task.advance(1)
     return written
 
@@ -356,9 +356,10 @@ def segment_batch(
     segmenter, scan_paths, priors, outs = _segment_plan(
         scans, out, bundle, method, roi_mask, device, threads, fmt, pattern, spec, allow_modality_mismatch
     )
+    task = task or ProgressTask()
 
     def segment_one(scan, target, prior, png):
-        return segmenter.segment(scan, target, prior, png, fmt)[0]
+        return segmenter.segment(scan, target, prior, png, fmt, progress=task.detail)[0]
 
     if shard is not None or env_world().size <= 1:
         return run_batch(

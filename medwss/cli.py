@@ -232,6 +232,7 @@ def segment(
     A slice-folder set (--spec with kind: slices) gets one lossless PNG mask per slice.
     Folders (several scans), --shard I/N and torchrun runs go on past a bad scan, skip masks already written (so a
     rerun resumes a killed job) and end with a done / skipped / failed summary; exit 2 if any scan failed.
+    Progress (stderr) goes scan by scan and, in a long volume, batch of slices by batch (a few lines a stage in a log).
     """
     from medwss import api
     from medwss.runtime.distributed import env_world

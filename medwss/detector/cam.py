@@ -25,6 +25,7 @@ from monai.visualize import GradCAMpp, ModelWithHooks
 from torch import nn
 
 from medwss.detector.network import DetectorEnsemble, PresenceDetector
+from medwss.runtime.progress import SliceProgress
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def cam_maps(
     region: torch.Tensor | None = None,
     class_index: int = 0,
     batch_size: int = 32,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++ map of each slice for one class: (B, C, H, W) -> (B, H, W) float32 in [0, 1], max 1 per slice.
 
@@ -82,10 +84,14 @@ def cam_maps(
         region: optional (B, H, W) bool prior the presence logit is pooled over, as in training.
         class_index: which presence class to explain.
         batch_size: slices per backward pass (memory only).
+        progress: told after each batch (``"Grad-CAM++ on slices"``); an ensemble counts its members' passes as one.
     """
     if isinstance(model, DetectorEnsemble):  # the members' maps, averaged, then scaled to [0, 1] again
-        maps = [cam_maps(m, images, region=region, class_index=class_index, batch_size=batch_size)
-                for m in model.members]  # fmt: skip
+        maps = [
+            cam_maps(m, images, region=region, class_index=class_index, batch_size=batch_size,
+                     progress=_member_progress(progress, k, len(model.members)))
+            for k, m in enumerate(model.members)
+        ]  # fmt: skip
         return normalise_maps(torch.stack(maps).mean(0).unsqueeze(1))[:, 0]
     wrapped = PresenceLogits(copy.deepcopy(model)).eval()
     device = next(wrapped.parameters()).device
@@ -99,7 +105,17 @@ def cam_maps(
             if region is not None:
                 kwargs["region"] = region[start : start + batch_size].to(device=device, dtype=torch.bool)
             out.append(cam(x, class_idx=class_index, **kwargs)[:, 0].detach().float().cpu())
+            if progress is not None:
+                progress("Grad-CAM++ on slices", min(start + batch_size, images.shape[0]), images.shape[0])
     return torch.cat(out) if out else torch.zeros(0, *images.shape[-2:])
+
+
+def _member_progress(progress: SliceProgress | None, member: int, members: int) -> SliceProgress | None:
+    """Member ``member`` of ``members`` doing ``done`` of ``total`` slices, told as the ensemble's share of the
+    slices: the count rises once from 0 to ``total`` over all members instead of restarting for each."""
+    if progress is None:
+        return None
+    return lambda stage, done, total: progress(stage, (member * total + done) // members, total)
 
 
 @torch.no_grad()
@@ -110,8 +126,10 @@ def slice_probabilities(
     region: torch.Tensor | None = None,
     class_index: int = 0,
     batch_size: int = 64,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
-    """The detector's slice-level presence probability (B,) for one class, pooled over ``region`` as in training."""
+    """The detector's slice-level presence probability (B,) for one class, pooled over ``region`` as in training;
+    ``progress`` is told after each batch (``"scoring slices"``)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -119,6 +137,8 @@ def slice_probabilities(
         x = images[start : start + batch_size].to(device=device, dtype=torch.float32)
         reg = None if region is None else region[start : start + batch_size].to(device=device, dtype=torch.bool)
         out.append(torch.sigmoid(model.presence_logits(x, reg)[:, class_index]).float().cpu())
+        if progress is not None:
+            progress("scoring slices", min(start + batch_size, images.shape[0]), images.shape[0])
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -151,6 +171,7 @@ def cam_masks(
     slice_labels: torch.Tensor | None = None,
     class_index: int = 0,
     batch_size: int = 32,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++ segmentation (B, H, W) bool of slices (B, C, H, W) (gating and thresholds in the module doc).
 
@@ -163,10 +184,11 @@ def cam_masks(
         slice_labels: optional (B,) 0/1 labels that gate slices instead of the detector.
         class_index: which presence class.
         batch_size: slices per pass.
+        progress: told after each batch of either pass (``SliceProgress``).
     """
-    maps = cam_maps(model, slices, region=region, class_index=class_index, batch_size=batch_size)
+    maps = cam_maps(model, slices, region=region, class_index=class_index, batch_size=batch_size, progress=progress)
     if slice_labels is None:
-        scores = slice_probabilities(model, slices, region=region, class_index=class_index)
+        scores = slice_probabilities(model, slices, region=region, class_index=class_index, progress=progress)
     else:
         scores = torch.as_tensor(slice_labels).float().reshape(-1)
     return threshold_maps(maps, scores, cam_threshold=cam_threshold, slice_threshold=slice_threshold, region=region)

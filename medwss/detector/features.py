@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from medwss.detector.network import PresenceDetector, coordinate_channels
+from medwss.runtime.progress import SliceProgress
 
 
 class DetectorEncoder(torch.nn.Module):
@@ -49,6 +50,7 @@ def agent_features(
     planes: tuple[str, ...] | list[str] = (),
     prior: torch.Tensor | None = None,
     batch_size: int = 256,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """The features observation base (N, F + len(planes), G, G): trunk features, then the requested planes.
 
@@ -61,11 +63,17 @@ def agent_features(
         scored: ``ScoredSlices`` of the same slices (gate and scores).
         planes: names from ``AGENT_PLANES``, in this order in the output.
         prior: (G, G) position prior (needed for "prior").
+        progress: told after each batch of slices through the trunk (``"encoding slices"``).
     """
     unknown = [p for p in planes if p not in AGENT_PLANES]
     if unknown:
         raise ValueError(f"unknown agent planes {unknown}, expected some of {AGENT_PLANES}")
-    feats = torch.cat([encoder(chunk) for chunk in slices.split(batch_size)]) if len(slices) else None
+    chunks = []
+    for chunk in slices.split(batch_size) if len(slices) else ():
+        chunks.append(encoder(chunk))
+        if progress is not None:
+            progress("encoding slices", min(len(chunks) * batch_size, len(slices)), len(slices))
+    feats = torch.cat(chunks) if chunks else None
     if feats is None:
         return torch.zeros(0, encoder.out_channels + len(planes), encoder.grid_size, encoder.grid_size)
     n, g = feats.shape[0], feats.shape[-1]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from medwss.detector.network import PresenceDetector, pool_cells
+from medwss.runtime.progress import SliceProgress
 
 
 def patch_logits_from_cells(
@@ -50,6 +51,7 @@ def score_patches(
     region: torch.Tensor | None = None,
     class_index: int = 0,
     batch_size: int = 64,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """Presence probability of each patch of a G x G grid: (B, C, H, W) -> (B, G, G) float32.
 
@@ -61,6 +63,7 @@ def score_patches(
             no region pixel gets probability 0: the prior says the ROI cannot be there.
         class_index: which of the K presence classes to score.
         batch_size: slices per forward pass (memory bound only; results do not depend on it).
+        progress: told after each batch (``"scoring patches on slices"``).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -76,6 +79,8 @@ def score_patches(
             inside = reg.reshape(-1, grid, h // grid, grid, w // grid).any(dim=(2, 4))
             probs = probs * inside
         out.append(probs.float())
+        if progress is not None:
+            progress("scoring patches on slices", min(start + batch_size, slices.shape[0]), slices.shape[0])
     return torch.cat(out)
 
 
@@ -92,6 +97,7 @@ def cam_patch_scores(
     region: torch.Tensor | None = None,
     class_index: int = 0,
     batch_size: int = 32,
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++ of the slice presence logit, averaged over each patch: (B, C, H, W) -> (B, G, G) in [0, 1].
 
@@ -105,7 +111,7 @@ def cam_patch_scores(
     height, width = slices.shape[-2:]
     if height % grid or width % grid:
         raise ValueError(f"image size {height}x{width} is not divisible by grid {grid}")
-    maps = cam_maps(model, slices, region=region, class_index=class_index, batch_size=batch_size)
+    maps = cam_maps(model, slices, region=region, class_index=class_index, batch_size=batch_size, progress=progress)
     if region is not None:
         maps = maps * region.to(maps.device, torch.bool)
     patches = maps.reshape(-1, grid, height // grid, grid, width // grid).mean(dim=(2, 4))
@@ -177,16 +183,22 @@ class PatchScorer:
         self.grid_size, self.method, self.gate, self.class_index = grid_size, method, gate, class_index
         self.prior = None if prior is None else prior.float()
 
-    def local_scores(self, slices: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    def local_scores(
+        self, slices: torch.Tensor, region: torch.Tensor | None = None, progress: SliceProgress | None = None
+    ) -> torch.Tensor:
         """(B, G, G) scores before prior and gate; 0 outside ``region`` (B, H, W) bool."""
         score = cam_patch_scores if self.method == "cam" else score_patches
-        return score(self.detector, slices, self.grid_size, region, class_index=self.class_index)
+        return score(self.detector, slices, self.grid_size, region, class_index=self.class_index, progress=progress)
 
-    def slice_probabilities(self, slices: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    def slice_probabilities(
+        self, slices: torch.Tensor, region: torch.Tensor | None = None, progress: SliceProgress | None = None
+    ) -> torch.Tensor:
         """(B,) the detector's presence probability of each slice (pooled over ``region`` as in training)."""
         from medwss.detector.cam import slice_probabilities
 
-        return slice_probabilities(self.detector, slices, region=region, class_index=self.class_index)
+        return slice_probabilities(
+            self.detector, slices, region=region, class_index=self.class_index, progress=progress
+        )
 
     def combine(self, local: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
         """local x prior x gate (each optional), as the game reads them."""
@@ -203,12 +215,15 @@ class PatchScorer:
         """(B, C, H, W) slices [, (B, H, W) bool region] -> (B, G, G) game scores in [0, 1]."""
         return self.score(slices, region).scores
 
-    def score(self, slices: torch.Tensor, region: torch.Tensor | None = None) -> ScoredSlices:
-        """Game scores with the parts they are made of and the legal patches (what the game and agents need)."""
+    def score(
+        self, slices: torch.Tensor, region: torch.Tensor | None = None, progress: SliceProgress | None = None
+    ) -> ScoredSlices:
+        """Game scores with the parts they are made of and the legal patches (what the game and agents need);
+        ``progress`` is told after each batch of slices of each pass."""
         from medwss.data.regions import region_at_grid
 
-        gate = self.slice_probabilities(slices, region) if self.gate else None
-        local = self.local_scores(slices, region)
+        gate = self.slice_probabilities(slices, region, progress) if self.gate else None
+        local = self.local_scores(slices, region, progress)
         legal = None if region is None else torch.as_tensor(region_at_grid(region, self.grid_size)).bool()
         return ScoredSlices(self.combine(local, gate), local, gate, legal)
 

@@ -7,6 +7,9 @@ the volume at once until it calls termination (RLSP §3.5), and the patches it t
 
 ``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
 patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
+
+``medwss segment`` passes a ``progress`` callable (``runtime.progress.SliceProgress``) that each pass over the slices
+(scoring, Grad-CAM++, features, the game) tells after every batch; MONAI's callers pass none, and nothing changes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
+
+from medwss.runtime.progress import SliceProgress
 
 METHODS = ("rlsp", "single-agent", "cam")
 REGIONS = ("body", "prior", "none")
@@ -71,25 +76,33 @@ class SelfPlayInferer(Inferer):
         self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
 
     def __call__(
-        self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
+        self,
+        inputs: torch.Tensor,
+        network: torch.nn.Module | None = None,
+        *args: Any,
+        progress: SliceProgress | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
-        """Segment each volume of the batch; ``network`` is the agent policy (unused by the baselines)."""
+        """Segment each volume of the batch; ``network`` is the agent policy (unused by the baselines); ``progress``
+        is told after each batch of slices (module doc)."""
         if inputs.dim() != 5:
             raise ValueError(f"expected a batch of volumes (B, C, H, W, Z), got {tuple(inputs.shape)}")
-        outs = [self.segment_volume(torch.as_tensor(volume), network) for volume in inputs]
+        outs = [self.segment_volume(torch.as_tensor(volume), network, progress) for volume in inputs]
         return torch.stack(outs)
 
-    def agent_base(self, slices: torch.Tensor, scored, network: torch.nn.Module) -> torch.Tensor | None:
+    def agent_base(
+        self, slices: torch.Tensor, scored, network: torch.nn.Module, progress: SliceProgress | None = None
+    ) -> torch.Tensor | None:
         """The features observation the agent was trained on (trunk features + ``agent_planes``), None for pixels."""
         from medwss.detector.features import DetectorEncoder, agent_features
 
         if getattr(network, "observation", "features") != "features":
             return None
         encoder = DetectorEncoder(self.detector, self.rules.grid_size)
-        return agent_features(encoder, slices, scored, self.agent_planes, self.scorer.prior)
+        return agent_features(encoder, slices, scored, self.agent_planes, self.scorer.prior, progress=progress)
 
     @torch.no_grad()
-    def _patches(self, slices, scored, network):
+    def _patches(self, slices, scored, network, progress: SliceProgress | None = None):
         from medwss.agents.threshold import threshold_segment
         from medwss.selfplay.rollout import play_alone
 
@@ -98,10 +111,10 @@ class SelfPlayInferer(Inferer):
         if network is None:
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
-        base = self.agent_base(slices, scored, network)
+        base = self.agent_base(slices, scored, network, progress)
         return play_alone(
             network, slices, scored.scores, scored.region, self.rules, base=base, batch_size=self.batch_size,
-            stopping=self.stopping,
+            stopping=self.stopping, progress=progress,
         )
 
     def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -119,8 +132,10 @@ class SelfPlayInferer(Inferer):
             return slices, torch.as_tensor(body_mask(image[0].permute(2, 0, 1).numpy()))
         return slices, None
 
-    def segment_volume(self, volume: torch.Tensor, network: torch.nn.Module | None) -> torch.Tensor:
-        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask."""
+    def segment_volume(
+        self, volume: torch.Tensor, network: torch.nn.Module | None, progress: SliceProgress | None = None
+    ) -> torch.Tensor:
+        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask; ``progress`` is told after each batch of slices."""
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
@@ -133,9 +148,11 @@ class SelfPlayInferer(Inferer):
                 cam_threshold=self.cam_threshold,
                 slice_threshold=self.slice_threshold,
                 region=region,
+                progress=progress,
             )
         else:
-            patches = self._patches(slices, self.scorer.score(slices, region), network).cpu()
+            scored = self.scorer.score(slices, region, progress)
+            patches = self._patches(slices, scored, network, progress).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from medwss.errors import MedwssError
+from medwss.runtime.progress import SliceProgress
 
 logger = logging.getLogger(__name__)
 
@@ -261,15 +262,22 @@ class Segmenter:
             self.network.to(self.device)
 
     def segment(
-        self, scan: Path, out: Path, prior: Path | None = None, overlay: Path | None = None, fmt: str = "nifti"
+        self,
+        scan: Path,
+        out: Path,
+        prior: Path | None = None,
+        overlay: Path | None = None,
+        fmt: str = "nifti",
+        progress: SliceProgress | None = None,
     ) -> list[Path]:
         """Segment one scan and write its mask (NIfTI at ``out``, a DICOM SEG at ``seg_path(out)``, or both by
-        ``fmt``) and an overlay PNG, each atomically; returns the files written.
+        ``fmt``) and an overlay PNG, each atomically; returns the files written. ``progress`` is told after each
+        batch of the scan's slices (``SelfPlayInferer``); it changes nothing in the mask.
 
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
         """
-        mask = self.predict(scan, prior)
+        mask = self.predict(scan, prior, progress)
         written = []
         if fmt in ("nifti", "both"):
             from medwss.data.io import write_mask
@@ -292,8 +300,9 @@ class Segmenter:
             )  # fmt: skip
         return written
 
-    def predict(self, scan: Path, prior: Path | None = None):
-        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any).
+    def predict(self, scan: Path, prior: Path | None = None, progress: SliceProgress | None = None):
+        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any); ``progress``
+        as in ``segment``.
 
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
@@ -307,7 +316,7 @@ class Segmenter:
         with unwrap_errors():
             processed = self.preprocessing(data)
         inputs = torch.as_tensor(processed["image"]).unsqueeze(0)
-        pred = self.inferer(inputs, self.network)[0]
+        pred = self.inferer(inputs, self.network, progress=progress)[0]
         restored = InvertToOriginald("pred", self.preprocessing)({"pred": pred, "image": processed["image"]})["pred"]
         mask = torch.as_tensor(restored)[0].numpy() > 0
         # The prior bounds the mask on the scan's own grid too: the working-grid clip alone leaks across its border

@@ -5,6 +5,11 @@ time left. Where stderr is a file or a pipe (a log, CI), a bar redrawn in place 
 task made with ``lines=True`` prints one plain line per step instead::
 
     detector 2 of 3: epoch 7 of 15, loss 0.412, val AUC 0.871, 0:01:10 elapsed, about 0:00:40 left
+
+Work inside one step (a long volume's slices, batch by batch) reports through a ``SliceProgress`` callable, shown as
+a second bar on a terminal and, in a log, as a few plain lines per stage (``ProgressTask.detail``)::
+
+    segmenting case.nii.gz: scan 1 of 1, scoring slices 64 of 600, 0:00:03 elapsed
 """
 
 from __future__ import annotations
@@ -16,11 +21,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+SliceProgress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``, called by library code after each batch of a volume's slices: how many of its
+``total`` slices ``stage`` has done (``"scoring slices", 64, 600``). Optional everywhere (None: silent), so MONAI's
+evaluator and MONAI Label, which know nothing of it, run the same code."""
+
+DETAIL_STEPS = 10
+"""A stage's plain lines: its first batch, then one each tenth of its slices (the last included)."""
+DETAIL_SECONDS = 10.0
+"""A batch ending this long after the last plain line gets one anyway, so a log shows a slow stage is alive."""
+
 
 @dataclass
 class ProgressTask:
-    """What library code sees: ``advance(n)``, ``set_total(n)``, ``describe(text)`` and ``status(text)`` (the latest
-    scores, shown after the count); a no-op when progress is off. It remembers where it is, for ``where()``."""
+    """What library code sees: ``advance(n)``, ``set_total(n)``, ``describe(text)``, ``status(text)`` (the latest
+    scores, shown after the count) and ``detail(stage, done, total)`` (inside the step under way, a ``SliceProgress``);
+    a no-op when progress is off. It remembers where it is, for ``where()``."""
 
     _advance: Callable[[int], None] = lambda n: None
     _total: Callable[[int], None] = lambda n: None
@@ -31,6 +47,7 @@ class ProgressTask:
     completed: int = 0
     total: int | None = None
     last_status: str = field(default="")
+    _detail: SliceProgress = lambda stage, done, total: None
 
     def advance(self, n: int = 1) -> None:
         self.completed += n
@@ -54,6 +71,10 @@ class ProgressTask:
     def status(self, text: str) -> None:
         self.last_status = text
         self._status(text)
+
+    def detail(self, stage: str, done: int, total: int) -> None:
+        """Progress inside the current step (a ``SliceProgress``): ``stage`` has done ``done`` of ``total`` slices."""
+        self._detail(stage, done, total)
 
     def where(self) -> str:
         """Where the work is, in words: ``detector 2 of 3: epoch 7 of 15``."""
@@ -79,6 +100,7 @@ class PlainLines:
         self.completed, self.status_text = 0, ""
         self.started = self.base_time = time.perf_counter()
         self.base = 0  # steps done when the timing of this run's steps started
+        self.detail_stage, self.detail_step, self.detail_time = "", -1, self.started  # the last detail line
 
     def _print(self, parts: list[str]) -> None:
         print(", ".join(parts), file=self.stream, flush=True)
@@ -86,6 +108,7 @@ class PlainLines:
     def advance(self, n: int) -> None:
         now = time.perf_counter()
         self.completed += n
+        self.detail_stage = ""  # the next step's first stage gets its line
         parts = [count_text(self.description, self.completed, self.total)]
         if self.status_text:
             parts.append(self.status_text)
@@ -95,6 +118,20 @@ class PlainLines:
             left = (now - self.base_time) / done_here * (self.total - self.completed)
             parts.append(f"about {_clock(left)} left")
         self._print(parts)
+
+    def detail(self, stage: str, done: int, total: int) -> None:
+        """A line for a batch of the step under way, rate-limited: a new stage, each tenth of the slices
+        (``DETAIL_STEPS``), the last batch, or ``DETAIL_SECONDS`` since the last line; never one per batch of
+        thousands."""
+        now = time.perf_counter()
+        step = DETAIL_STEPS * done // total if total > 0 else DETAIL_STEPS
+        if stage == self.detail_stage and step <= self.detail_step and done < total:
+            if now - self.detail_time < DETAIL_SECONDS:
+                return
+        self.detail_stage, self.detail_step, self.detail_time = stage, step, now
+        current = self.completed + 1 if self.total is None else min(self.completed + 1, self.total)
+        parts = [count_text(self.description, current, self.total), f"{stage} {done} of {total}"]
+        self._print([*parts, f"{_clock(now - self.started)} elapsed"])
 
     def skip(self, n: int) -> None:
         self.completed += n
@@ -133,8 +170,9 @@ def progress_task(
             return
         plain = PlainLines(description, total)
         yield ProgressTask(
-            plain.advance, plain.set_total, plain.describe, plain.status, plain.skip, description, 0, total
-        )
+            plain.advance, plain.set_total, plain.describe, plain.status, plain.skip, description, 0, total,
+            _detail=plain.detail,
+        )  # fmt: skip
         return
     from rich.progress import (
         BarColumn,
@@ -156,11 +194,40 @@ def progress_task(
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task_id = progress.add_task(description, total=total, status="")
+        detail = _DetailBar(progress)
+
+        def advance(n: int) -> None:
+            progress.advance(task_id, n)
+            detail.hide()  # the step is done: its stages with it
+
         yield ProgressTask(
-            lambda n: progress.advance(task_id, n),
+            advance,
             lambda n: progress.update(task_id, total=n, completed=0),
             lambda text: progress.update(task_id, description=text),
             lambda text: progress.update(task_id, status=text),
             description=description,
             total=total,
+            _detail=detail.update,
         )
+
+
+class _DetailBar:
+    """A second bar under the task's: the stage of the step under way (``scoring slices 64/600``), restarted (timer
+    and rate too) for each stage, hidden between steps."""
+
+    def __init__(self, progress) -> None:
+        self.progress, self.task_id, self.stage = progress, None, ""
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if self.task_id is None:
+            self.task_id = self.progress.add_task(f"  {stage}", total=total, completed=done, status="")
+        elif stage != self.stage:
+            self.progress.reset(self.task_id, total=total, completed=done, description=f"  {stage}", visible=True)
+        else:
+            self.progress.update(self.task_id, total=total, completed=done, visible=True)
+        self.stage = stage
+
+    def hide(self) -> None:
+        if self.task_id is not None:
+            self.progress.update(self.task_id, visible=False)
+            self.stage = ""

@@ -18,6 +18,7 @@ from medwss.agents.policy import AgentPolicy, masked_log_probs
 from medwss.game.engine import BatchedGame
 from medwss.game.record import Phase
 from medwss.game.rules import GameRules
+from medwss.runtime.progress import SliceProgress
 
 STOPPING_RULES = ("step", "median")
 """When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
@@ -180,6 +181,7 @@ def play_alone(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     stopping: str = "step",
+    progress: SliceProgress | None = None,
 ) -> torch.Tensor:
     """Agent a plays alone until it terminates (RLSP §3.5); returns the (B, G, G) bool patches it took.
 
@@ -193,6 +195,7 @@ def play_alone(
         deterministic: the most likely patch at each step (inference); False samples with `generator`.
         batch_size: games played at once, to bound memory on large volumes.
         stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
+        progress: told after each batch of games (``"playing slices"``, one game per slice).
     """
     if stopping not in STOPPING_RULES:
         raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
@@ -230,4 +233,6 @@ def play_alone(
                 step_actions[rows] = policy.act(obs, mask, deterministic, generator)[0]
             game.step(step_actions)
         masks.append(game.segmentation())
+        if progress is not None:
+            progress("playing slices", min(start + batch_size, base.shape[0]), base.shape[0])
     return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool, device=dev)

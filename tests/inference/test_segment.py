@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -11,6 +14,7 @@ from medwss import api
 from medwss.bundle.stages import train_stage
 from medwss.cli import app
 from medwss.errors import MedwssError
+from medwss.inference.segment import Segmenter
 from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
 from tests.bundle.test_selfplay_stage import SMALL
 
@@ -102,6 +106,55 @@ def test_dicom_series_input(tmp_path, trained):
     np.testing.assert_allclose(out.GetSpacing(), series.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(out.GetOrigin(), series.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(out.GetDirection(), series.GetDirection(), atol=1e-5)
+
+
+PROGRESS_LINE = re.compile(r"^segmenting long\.nii\.gz: scan 1 of 1, (.+) (\d+) of 40, \d+:\d\d:\d\d elapsed$")
+
+
+def test_segment_shows_progress_per_slice_batch_in_a_log_and_keeps_the_mask(tmp_path, trained):
+    """A volume longer than one batch: stderr (not a terminal) shows each stage's slices batch by batch, in order,
+    counts rising to the last slice; the mask is the one a run without progress writes."""
+    bundle, data = trained
+    small = tmp_path / "bundle"
+    shutil.copytree(bundle, small)
+    config = small / "configs" / "inference.yaml"
+    text = config.read_text()
+    anchor = "  slice_threshold: 0.5 "
+    assert anchor in text
+    config.write_text(text.replace(anchor, "  batch_size: 16  # games at once: 3 batches\n" + anchor))
+    source = sitk.ReadImage(str(data / "p0" / "t2.nii.gz"))  # 10 slices -> 40: more than a Grad-CAM++ batch (32)
+    long = sitk.GetImageFromArray(np.concatenate([sitk.GetArrayFromImage(source)] * 4))
+    long.SetSpacing(source.GetSpacing())
+    long.SetOrigin(source.GetOrigin())
+    long.SetDirection(source.GetDirection())
+    scan = tmp_path / "long.nii.gz"
+    sitk.WriteImage(long, str(scan))
+
+    result = CliRunner().invoke(
+        app, ["segment", str(scan), "-o", str(tmp_path / "with.nii.gz"), "--bundle", str(small)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    counts: dict[str, list[int]] = {}
+    for match in filter(None, map(PROGRESS_LINE.match, lines)):
+        counts.setdefault(match[1], []).append(int(match[2]))
+    assert list(counts) == ["scoring slices", "Grad-CAM++ on slices", "encoding slices", "playing slices"], lines
+    assert counts["playing slices"] == [16, 32, 40]  # one line per batch of games (3 batches of a tenth or more)
+    assert len(counts["Grad-CAM++ on slices"]) > 2  # 2 batches for each of the 3 ensemble members, as one count
+    for stage, seen in counts.items():
+        assert seen == sorted(set(seen)) and seen[-1] == 40, (stage, seen)
+    assert re.match(r"^segmenting long\.nii\.gz: scan 1 of 1, \d+:\d\d:\d\d elapsed$", lines[-1])
+    assert len(lines) == sum(map(len, counts.values())) + 1  # nothing else on stderr
+
+    quiet = CliRunner().invoke(
+        app, ["segment", str(scan), "-o", str(tmp_path / "quiet.nii.gz"), "--bundle", str(small), "--no-progress"]
+    )
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "with.nii.gz")))
+    np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "quiet.nii.gz"))))
+    assert mask.any()  # a mask to compare, not an empty one
+    untold = Segmenter(small).predict(scan)  # no progress callable at all, as under MONAI's evaluator
+    np.testing.assert_array_equal(mask, untold.transpose(2, 1, 0).astype(mask.dtype))
 
 
 def test_segment_refuses_bad_input_in_one_line(tmp_path, trained):
