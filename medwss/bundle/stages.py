@@ -152,6 +152,37 @@ def training_regions(slices, region_rule: str) -> torch.Tensor | None:
     raise MedwssError("data#region", f"unknown region {region_rule!r} (prior, body or none)")
 
 
+def stage_detector(parser, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The detector a detector stage trains: ``detector#network_def``, its trunk from ``detector#pretrained``.
+
+    ``detector#pretrained`` (optional) is a local state-dict file (a relative path is read from the current folder,
+    like ``dataset_dir``; ``$@bundle_root + '/models/x.pt'`` names one in the bundle). Loaded with
+    ``weights_only=True``: nothing is downloaded and nothing but tensors is unpickled.
+
+    Returns:
+        The model on ``device`` and a provenance note (file, sha256, tensors loaded), or None without a trunk.
+    """
+    import hashlib
+
+    from medwss.detector.network import load_pretrained_trunk
+    from medwss.runtime.checkpoint import load_checkpoint
+
+    model = parsed(parser, "detector#network_def")
+    source = parser["detector"].get("pretrained")
+    if not source:
+        return model.to(device), None
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        raise MedwssError(path, "detector#pretrained: no such file")
+    state = load_checkpoint(path)
+    try:
+        loaded = load_pretrained_trunk(model, state)
+    except ValueError as err:
+        raise MedwssError(path, f"detector#pretrained: {err}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return model.to(device), {"file": str(path.resolve()), "sha256": digest, "tensors": loaded}
+
+
 def fit_detector(
     trainer,
     epochs: int,
@@ -162,11 +193,13 @@ def fit_detector(
     task: ProgressTask,
     plot_title: str | None = None,
     label: str = "detector",
+    pretrained: dict[str, Any] | None = None,
 ) -> None:
     """Run a ``DetectorTrainer`` to ``epochs``, resuming from the stage's last checkpoint (volume and photo bundles).
 
     Writes ``metrics.jsonl``, ``checkpoint_latest.pt`` every ``detector#checkpoint_every`` epochs and
-    ``checkpoint_final.pt`` at the end (plus ``progress.png`` when ``plot_title`` is given).
+    ``checkpoint_final.pt`` at the end (plus ``progress.png`` when ``plot_title`` is given). ``pretrained`` (the
+    note of ``stage_detector``) joins the checkpoint's provenance, so a run never resumes from another trunk.
     """
     from dataclasses import asdict
 
@@ -185,7 +218,8 @@ def fit_detector(
     # model after every epoch; only rank 0 writes the log, the checkpoints and the plot.
     main = distributed.world().is_main
     log = MetricLog(stage_dir / "metrics.jsonl")
-    made_from = provenance(trainer.data_fingerprint(), asdict(trainer.settings), trainer.settings.seed)
+    settings = asdict(trainer.settings) | ({"pretrained_sha256": pretrained["sha256"]} if pretrained else {})
+    made_from = provenance(trainer.data_fingerprint(), settings, trainer.settings.seed)
     checkpoint = resume_point(stage_dir, restart)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
@@ -258,7 +292,7 @@ def train_detector_stage(
         train_patients, val_patients = sorted(set(slices.patients)), []
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
     device = stage_device(parser)
-    model = parsed(parser, "detector#network_def").to(device)
+    model, pretrained_note = stage_detector(parser, device)
     members = detector_members(model)
     for k, member in enumerate(members):
         # An ensemble trains its members one after the other, each from its own seed and in its own run folder,
@@ -271,7 +305,8 @@ def train_detector_stage(
         title = f"{root.name}: detector" + ("" if len(members) == 1 else f" {k + 1} of {len(members)}")
         label = "detector" + ("" if len(members) == 1 else f" {k + 1} of {len(members)}")
         fit_detector(
-            trainer, settings.epochs, parser, member_dir, restart=restart, task=task, plot_title=title, label=label
+            trainer, settings.epochs, parser, member_dir, restart=restart, task=task, plot_title=title, label=label,
+            pretrained=pretrained_note,
         )
         member.load_state_dict(trainer.best_model_state)
 
@@ -304,6 +339,7 @@ def train_detector_stage(
         },
         "settings": asdict(settings),
         "members": len(members),
+        "pretrained": pretrained_note,
         "world_size": distributed.world().size,
         "device": str(device),
         "scoring": scoring_settings(parser),

@@ -198,3 +198,48 @@ def build_detector(
 def detector_members(model: nn.Module) -> list[PresenceDetector]:
     """The detectors to train one by one: an ensemble's members, or the detector itself."""
     return list(model.members) if isinstance(model, DetectorEnsemble) else [model]
+
+
+PRETRAINED_KEYS = ("state_dict", "model", "network")
+"""Keys under which common checkpoint layouts nest the weights (Lightning, MONAI ``CheckpointSaver``, ours)."""
+
+
+def load_pretrained_trunk(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Initialise the trunk (``features``) of a detector or of every ensemble member from a state dict.
+
+    Why: a team with a detector pre-trained on its own scans (or a related task) starts from it instead of from
+    random weights; only the trunk is taken, because the presence head belongs to this bundle's classes. The state
+    dict may be a single ``PresenceDetector``'s (``features.*``, every member starts from it), an ensemble's of the
+    same size (``members.<k>.features.*``, member k from member k), or either nested under ``state_dict`` /
+    ``model`` / ``network``; a ``module.`` prefix (DataParallel) is dropped.
+
+    Returns:
+        The number of tensors loaded.
+
+    Raises:
+        ValueError: no trunk tensor in ``state``, a missing trunk tensor, or a shape that does not fit.
+    """
+    for key in PRETRAINED_KEYS:
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    members = detector_members(model)
+    loaded = 0
+    for k, member in enumerate(members):
+        prefix = f"members.{k}.features." if any(n.startswith("members.") for n in state) else "features."
+        trunk = {n[len(prefix):]: v for n, v in state.items() if n.startswith(prefix)}
+        if not trunk:
+            raise ValueError(f"no detector trunk weights ('{prefix}*') in the state dict")
+        own = member.features.state_dict()
+        missing = sorted(set(own) - set(trunk))
+        if missing:
+            raise ValueError(f"the trunk lacks {len(missing)} tensors (first: {prefix}{missing[0]}); "
+                             "is it from another width or depth?")
+        for name, value in own.items():
+            if tuple(trunk[name].shape) != tuple(value.shape):
+                raise ValueError(f"{prefix}{name} has shape {tuple(trunk[name].shape)}, this detector needs "
+                                 f"{tuple(value.shape)} (another width, depth, or channel count)")
+        member.features.load_state_dict({n: trunk[n] for n in own})
+        loaded += len(own)
+    return loaded

@@ -75,7 +75,7 @@ def train_photo_detector(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
     """Fit the multi-label presence detector on image-level labels; export ``models/detector.pt``."""
-    from medwss.bundle.stages import fit_detector
+    from medwss.bundle.stages import fit_detector, stage_detector
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
     from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.seeding import seed_everything
@@ -90,9 +90,9 @@ def train_photo_detector(
     used = ~_rows(photos, splits["holdout"])
     ids = [i for i, keep in zip(photos.ids, used.tolist(), strict=True) if keep]
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
-    model = parsed(parser, "detector#network_def")
+    model, pretrained_note = stage_detector(parser)
     trainer = DetectorTrainer(model, photos.images[used], photos.presence[used], None, ids, splits["val"], settings)
-    fit_detector(trainer, settings.epochs, parser, stage_dir, restart=restart, task=task)
+    fit_detector(trainer, settings.epochs, parser, stage_dir, restart=restart, task=task, pretrained=pretrained_note)
 
     # ---------------------------------------------------------------- export (plumbing)
     model.load_state_dict(trainer.best_model_state)
@@ -106,6 +106,7 @@ def train_photo_detector(
         "data": {"classes": list(names), **{k: len(v) for k, v in splits.items()}, "holdout_ids": splits["holdout"],
                  "train_images_per_class": {n: int(c) for n, c in zip(names, counts.tolist(), strict=True) if c}},
         "settings": asdict(settings),
+        "pretrained": pretrained_note,
         "metrics": {
             "best_epoch": trainer.best_epoch,
             "val_image_auc": trainer.best_auc if math.isfinite(trainer.best_auc) else None,

@@ -88,3 +88,55 @@ def test_only_the_coordinate_free_detector_is_shift_equivariant(coords: bool, eq
     # Compare only cells whose 39 px receptive field stays clear of the borders and of the wrapped rows/columns.
     same = torch.allclose(cells_shifted[4:12, 5:12], cells[3:11, 3:10], atol=1e-4)
     assert same == equivariant
+
+
+# ------------------------------------------------------------------------------------------ pretrained trunk
+def _trunks_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_pretrained_single_detector_initialises_every_member_and_keeps_the_head() -> None:
+    from medwss.detector.network import detector_members, load_pretrained_trunk
+
+    torch.manual_seed(0)
+    source = build_detector(width=8)
+    torch.manual_seed(1)
+    ensemble = build_detector(width=8, members=3)
+    heads = [m.head.weight.clone() for m in detector_members(ensemble)]
+    loaded = load_pretrained_trunk(ensemble, {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}})
+    assert loaded == 3 * len(source.features.state_dict())
+    for member, head in zip(detector_members(ensemble), heads, strict=True):
+        assert _trunks_equal(member.features, source.features)
+        assert torch.equal(member.head.weight, head)  # the head belongs to this bundle's classes
+
+
+def test_pretrained_ensemble_loads_member_by_member() -> None:
+    from medwss.detector.network import detector_members, load_pretrained_trunk
+
+    torch.manual_seed(0)
+    source = build_detector(width=8, members=2)
+    torch.manual_seed(1)
+    target = build_detector(width=8, members=2)
+    load_pretrained_trunk(target, source.state_dict())
+    for mine, theirs in zip(detector_members(target), detector_members(source), strict=True):
+        assert _trunks_equal(mine.features, theirs.features)
+    assert not _trunks_equal(detector_members(target)[0].features, detector_members(target)[1].features)
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"head.weight": torch.zeros(1, 16, 1, 1)}, "no detector trunk weights"),
+        ("wider", "has shape"),
+        ("shallower", "lacks"),
+    ],
+)
+def test_pretrained_trunk_that_does_not_fit_is_refused(state, problem: str) -> None:
+    from medwss.detector.network import load_pretrained_trunk
+
+    if state == "wider":
+        state = build_detector(width=16, extra_blocks=1).state_dict()
+    elif state == "shallower":
+        state = build_detector(width=8, extra_blocks=0).state_dict()
+    with pytest.raises(ValueError, match=problem):
+        load_pretrained_trunk(build_detector(width=8, extra_blocks=1), state)
