@@ -16,6 +16,20 @@ from monai.data import ImageReader
 from medwss.data.io import Geometry, is_volume_path, modality_of, read_sitk, scalar_array, validate_array
 from medwss.errors import MedwssError
 
+# Stored types torch handles and float32 holds exactly, at a half or a quarter of its size.
+NARROW_SCAN_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
+
+
+def lean_dtype(stored: np.dtype) -> np.dtype:
+    """The type a scan leaves ITK in on the lean path: a narrow integer type as stored, anything else float32.
+
+    A CT is stored as int16: kept so, the full-size steps before the intensity window (reorientation flips, which
+    copy) move half the bytes of float32, and the one float32 copy is made afterwards (``volume_transforms``), which
+    gives the same values. Other types (float64, int32; uint16, which torch barely computes on) become float32 in
+    the one copy out of ITK, as float32 is what the pipeline computes in.
+    """
+    return stored if np.dtype(stored) in NARROW_SCAN_DTYPES else np.dtype(np.float32)
+
 
 class SimpleITKReader(ImageReader):
     """Reads NIfTI, MetaImage, NRRD and DICOM-series folders into (x, y, z) arrays with a RAS affine.
@@ -31,9 +45,9 @@ class SimpleITKReader(ImageReader):
     def __init__(self, series_uid: str | None = None) -> None:
         super().__init__()
         self.series_uid = series_uid
-        # LoadVolumed's lean path: scans come out as float32 (converted in the one copy out of ITK), the paths in
+        # LoadVolumed's lean path: scans come out in the narrowest exact type (``lean_dtype``), the paths in
         # keep_dtype (masks) with their stored integers. Off, every file keeps its stored dtype (LoadImage converts).
-        self.scans_as_float32 = False
+        self.lean = False
         self.keep_dtype: set[str] = set()
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
@@ -53,7 +67,7 @@ class SimpleITKReader(ImageReader):
             return [err, str(data)]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        """The voxels (x, y, z) and meta of a read image (float32 for a scan when ``scans_as_float32``; a file in
+        """The voxels (x, y, z) and meta of a read image (with ``lean``, a scan in ``lean_dtype``; a file in
         ``keep_dtype``, a label map or prior, keeps its integers: a uint8 mask as float32 takes four times the
         memory)."""
         image, path = img
@@ -66,12 +80,12 @@ class SimpleITKReader(ImageReader):
 
             view = sitk.GetArrayViewFromImage(image)  # checked in place, before any copy
             validate_array(np.transpose(view, tuple(range(view.ndim - 1, -1, -1))), path, allow_constant=True)
-            if self.scans_as_float32:
+            if self.lean:
                 mask = str(path) in self.keep_dtype
                 # A mask of labels 0..255 as uint8 (torch resizes uint8 by nearest neighbour without a float copy);
-                # other masks and every scan as float32.
+                # other masks as float32.
                 small = mask and view.dtype.kind in "iub" and view.size and view.min() >= 0 and view.max() <= 255
-                dtype = np.uint8 if small else np.float32
+                dtype = np.uint8 if small else np.float32 if mask else lean_dtype(view.dtype)
         array = scalar_array(image, path, dtype)
         geometry = Geometry.of(image)
         affine = geometry.ras_affine()

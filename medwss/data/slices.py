@@ -25,8 +25,11 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandScaleIntensityd,
+    Resized,
+    TraceableTransform,
 )
-from monai.transforms.utils import allow_missing_keys_mode, convert_applied_interp_mode
+from monai.transforms.utils import allow_missing_keys_mode, convert_applied_interp_mode, scale_affine
+from monai.utils import TraceKeys
 
 from medwss.data.keys import Keys
 from medwss.data.transforms import case_id, source_of, unwrap_errors
@@ -242,6 +245,40 @@ def _mask_modes(ops: list, keep_dtype: bool = False) -> list:
     return out
 
 
+def _resizes_back_exactly(transform: InvertibleTransform, mask: MetaTensor) -> bool:
+    """Whether ``transform`` is the ``Resized`` whose record is the last on ``mask``, undone by nearest neighbour with
+    no added axis: what ``_resize_back_in_dtype`` does in the mask's own dtype."""
+    ops = mask.applied_operations
+    if not isinstance(transform, Resized) or not ops or ops[-1].get(TraceKeys.ID) != id(transform.resizer):
+        return False
+    info = ops[-1].get(TraceKeys.EXTRA_INFO, {})
+    return info.get("mode") in ("nearest", "nearest-exact") and not info.get("new_dim")
+
+
+def _resize_back_in_dtype(transform: Resized, mask: MetaTensor) -> MetaTensor:
+    """Undo ``transform`` (a ``Resized``) on an integer mask in the mask's own dtype.
+
+    MONAI's inverse resizes a uint8 mask in uint8 but casts the result to float32 (``resize`` in
+    ``monai.transforms.spatial.functional``). Here torch resizes it by the same nearest-neighbour rule, a gather that
+    gives the same voxels in any dtype, and MONAI's ``track_transform_meta`` moves the affine as its resize does.
+    """
+    op = transform.resizer.pop_transform(mask)  # checks that the record is this transform's
+    size = tuple(int(s) for s in mask.peek_pending_shape())
+    orig_size = tuple(int(s) for s in op[TraceKeys.ORIG_SIZE])
+    voxels = torch.nn.functional.interpolate(
+        mask.as_tensor().unsqueeze(0), size=orig_size, mode=op[TraceKeys.EXTRA_INFO]["mode"]
+    ).squeeze(0)
+    meta = TraceableTransform.track_transform_meta(
+        mask,
+        sp_size=orig_size,
+        affine=scale_affine(size, orig_size),
+        orig_size=size,
+        transform_info={**transform.resizer.get_transform_info(), TraceKeys.TRACING: False},
+        lazy=False,
+    )
+    return MetaTensor(voxels).copy_meta_from(meta)
+
+
 def invert_to_original(
     pred_volume: torch.Tensor, processed_image: MetaTensor, transforms: Compose, *, image_key: str = IMAGE
 ) -> MetaTensor:
@@ -258,8 +295,9 @@ def invert_to_original(
             f"prediction shape {tuple(pred.shape)} does not match the image's {tuple(processed_image.shape)}"
         )
     dtype = pred.dtype
-    # A mask of small labels is inverted as uint8, one transform at a time, cast back to uint8 after each (MONAI's
-    # inverse resize hands back float32): the full-size volume never exists as two float32 copies (resize, flip).
+    # A mask of small labels is inverted as uint8, one transform at a time, cast back to uint8 after each; the resize
+    # back to the full grid, where MONAI's inverse hands back float32, runs in uint8 (``_resize_back_in_dtype``): the
+    # full-size mask never exists as float32 (on a 600-slice CT, 600 MiB).
     small_labels = not dtype.is_floating_point and (
         pred.numel() == 0 or (int(pred.min()) >= 0 and int(pred.max()) < 256)
     )
@@ -269,7 +307,10 @@ def invert_to_original(
     data = {image_key: inputs}
     with allow_missing_keys_mode(transforms):
         for t in reversed([t for t in transforms.flatten().transforms if isinstance(t, InvertibleTransform)]):
-            data = t.inverse(data)
+            if small_labels and _resizes_back_exactly(t, data[image_key]):
+                data = {**data, image_key: _resize_back_in_dtype(t, data[image_key])}
+            else:
+                data = t.inverse(data)
             if small_labels and data[image_key].dtype != work:
                 data[image_key] = data[image_key].to(work)
     inverted = data[image_key]

@@ -146,11 +146,12 @@ class LoadVolumed(LoadImaged):
         mask_keys: Sequence[str] = (),
     ):
         self.volume_reader = SimpleITKReader(series_uid)
-        self.volume_reader.scans_as_float32 = True
+        self.volume_reader.lean = True
         self.mask_keys = tuple(mask_keys)
         with warnings.catch_warnings():  # LoadImage builds all default readers; the DICOM codec one warns if unused
             warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-            # dtype=None: the reader already gives float32 scans (converted in its one copy) and integer masks.
+            # dtype=None: the reader already gives scans in their lean type (int16 CT, else float32; converted in its
+            # one copy out of ITK) and integer masks; volume_transforms casts the scan to float32 after reorienting.
             super().__init__(
                 keys, reader=self.volume_reader, image_only=True, allow_missing_keys=allow_missing_keys, dtype=None
             )
@@ -314,6 +315,16 @@ def volume_transforms(
     image_key, mask_keys = keys[0], list(keys[1:])
     spatial_keys = [image_key, *mask_keys]
     mask_only = [CheckGeometryd(mask_keys, ref_key=image_key)] if mask_keys else []
+    resize = Resized(
+        spatial_keys,
+        spatial_size=(working_size, working_size, -1),
+        mode=[image_mode] + ["nearest-exact"] * len(mask_keys),
+        dtype=[torch.float32] + [None] * len(mask_keys),
+        allow_missing_keys=True,
+    )
+    # Masks resize in their own dtype (uint8 or float32 from the reader): no full-size float copy. A per-key dtype of
+    # None makes MONAI's Resize fall back to its own dtype, float32 by default; None there means the input's.
+    resize.resizer.dtype = None
     return Compose(
         [
             LoadVolumed(spatial_keys, mask_keys=mask_keys),
@@ -322,15 +333,11 @@ def volume_transforms(
             AddSliceIndexd(image_key),
             Orientationd([*spatial_keys, SLICE_INDEX], axcodes="RAS", labels=RAS_LABELS, allow_missing_keys=True),
             ExtractSliceIndexd(image_key),
+            # The scan's one float32 copy, made after the reorientation flips (which copy) moved its stored int16
+            # (``reader.lean_dtype``): peak 1.5 float32 copies of the volume there instead of 2.
+            EnsureTyped(image_key, dtype=torch.float32),
             *intensity_transforms(preset, image_key),
-            Resized(
-                spatial_keys,
-                spatial_size=(working_size, working_size, -1),
-                mode=[image_mode] + ["nearest-exact"] * len(mask_keys),
-                # Masks resize in their own dtype (uint8 or float32 from the reader): no full-size float copy.
-                dtype=[torch.float32] + [None] * len(mask_keys),
-                allow_missing_keys=True,
-            ),
+            resize,
             EnsureTyped(image_key, dtype=torch.float32),
             *([EnsureTyped(mask_keys, dtype=MASK_DTYPE, allow_missing_keys=True)] if mask_keys else []),
         ]

@@ -11,7 +11,7 @@ import torch
 from monai.transforms import LoadImage, LoadImaged
 
 from medwss.data.io import Geometry, load_volume, write_mask
-from medwss.data.reader import SimpleITKReader
+from medwss.data.reader import SimpleITKReader, lean_dtype
 from medwss.errors import MedwssError
 from tests.data.io_fixtures import (
     CT_SERIES_UID,
@@ -140,3 +140,28 @@ def test_reader_and_load_volume_agree_on_nifti_geometry(tmp_path: Path) -> None:
     path = write_nifti(oblique_volume(), tmp_path / "scan.nii.gz")
     loaded = LoadImage(reader=SimpleITKReader(), image_only=True)(path)
     np.testing.assert_allclose(loaded.affine.numpy(), nib.load(str(path)).affine, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "stored, lean",
+    [
+        (np.int16, np.int16),  # CT: reoriented as int16, cast to float32 afterwards
+        (np.uint8, np.uint8),
+        (np.int8, np.int8),
+        (np.uint16, np.float32),  # torch barely computes on uint16
+        (np.int32, np.float32),
+        (np.float32, np.float32),
+        (np.float64, np.float32),  # converted in the one copy out of ITK
+    ],
+)
+def test_lean_dtype(stored, lean) -> None:
+    assert lean_dtype(np.dtype(stored)) == np.dtype(lean)
+
+
+def test_lean_reader_keeps_an_int16_scan_and_a_uint8_mask(tmp_path: Path) -> None:
+    scan = write_nifti_array(np.arange(210, dtype=np.int16).reshape(7, 6, 5) - 100, tmp_path / "ct.nii.gz")
+    mask = write_nifti_array((np.arange(210).reshape(7, 6, 5) % 3).astype(np.int16), tmp_path / "mask.nii.gz")
+    reader = SimpleITKReader()
+    reader.lean, reader.keep_dtype = True, {str(mask)}
+    assert reader.get_data(reader.read(scan))[0].dtype == np.int16
+    assert reader.get_data(reader.read(mask))[0].dtype == np.uint8

@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.transforms import Compose, MapTransform
 
+from medwss.data import slices
 from medwss.data.io import load_mask, write_mask
 from medwss.data.slices import SliceDataset, image_slices, invert_to_original, slice_augmentations, stack_slices
 from medwss.data.transforms import process_volume, volume_transforms
@@ -202,3 +203,19 @@ def test_prostate_round_trip_real_scan():
     restored = invert_to_original(stack_slices(slices), dataset.volumes[0]["image"], transforms)
     assert restored.shape == (1, 232, 232, 23)
     assert dice(restored[0].numpy(), gland) > 0.9
+
+
+@pytest.mark.parametrize("direction", [LPS, OBLIQUE])
+def test_uint8_inverse_matches_monai_inverse(tmp_path, direction, monkeypatch):
+    # The resize back runs in uint8 (MONAI's casts to float32): same voxels, affine and meta as MONAI's own inverse.
+    case = write_case(tmp_path, shape=(40, 36, 6), direction=direction, spacing=(0.5, 0.55, 2.0))
+    transforms = volume_transforms("ct_liver", 24)
+    image = process_volume(files_only(case), transforms)["image"]
+    pred = (torch.rand(1, 24, 24, 6, generator=torch.Generator().manual_seed(0)) > 0.5).to(torch.uint8)
+    ours = invert_to_original(pred, image, transforms)
+    monkeypatch.setattr(slices, "_resizes_back_exactly", lambda transform, mask: False)
+    monai = invert_to_original(pred, image, transforms)
+    assert ours.dtype == monai.dtype == torch.uint8 and ours.shape == (1, 40, 36, 6)
+    assert torch.equal(ours.as_tensor(), monai.as_tensor())
+    assert torch.equal(ours.affine, monai.affine)
+    assert ours.applied_operations == monai.applied_operations == []

@@ -141,3 +141,24 @@ def test_missing_file_is_a_user_error(tmp_path):
 def test_unwrap_errors_keeps_other_errors():
     with pytest.raises(RuntimeError, match="a bug"), unwrap_errors():
         raise RuntimeError("a bug") from ValueError("inner")
+
+
+@pytest.mark.parametrize("stored", [np.int16, np.uint8, np.float64])
+def test_stored_type_does_not_change_the_processed_scan(tmp_path, stored):
+    # The lean path keeps an int16 (or uint8) scan so until after reorientation, then casts it to float32.
+    values = np.random.default_rng(0).normal(40, 60, (20, 16, 7)).round().clip(0, 255)
+    values[0, 0, 0] = -1000 if stored != np.uint8 else 0
+    transforms = volume_transforms("ct_liver" if stored != np.uint8 else "mr", working_size=12)
+    reference = process_volume({"image": write_volume(tmp_path / "f.nii.gz", values.astype(np.float32))}, transforms)
+    out = process_volume({"image": write_volume(tmp_path / "s.nii.gz", values.astype(stored))}, transforms)
+    assert out["image"].dtype == torch.float32
+    torch.testing.assert_close(out["image"].as_tensor(), reference["image"].as_tensor(), rtol=0, atol=0)
+    assert torch.equal(out["image"].affine, reference["image"].affine)
+
+
+def test_masks_resize_in_their_own_dtype(tmp_path):
+    case = write_case(tmp_path, shape=(20, 16, 7))
+    out = process_volume(files_only(case), volume_transforms("ct_liver", working_size=12))
+    resizes = {key: [op for op in out[key].applied_operations if op["class"] == "Resize"] for key in ("image", "prior")}
+    assert resizes["image"][0]["extra_info"]["dtype"] == "float32"
+    assert resizes["prior"][0]["extra_info"]["dtype"] == "uint8"  # no full-size float32 copy of the prior
