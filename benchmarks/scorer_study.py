@@ -41,7 +41,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort import (  # noqa: E402
-    BOX_FRACTION, GATES, SEED, bootstrap_ci, dice_per_patient, git_state, patient_folds, rows_of, task_parser,
+    BOX_FRACTION,
+    GATES,
+    SEED,
+    bootstrap_ci,
+    dice_per_patient,
+    git_state,
+    patient_folds,
+    rows_of,
+    task_parser,
     to_pixels,
 )
 
@@ -163,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         for fold in folds:
             res = study_fold(task_parser("prostate", args.data_dir), data, regions, fold, variant, cache, args.epochs)
-            print(variant, fold["fold"], {k: round(float(np.mean(list(v.values()))), 3) for k, v in res["dice"].items()},
-                  {k: v for k, v in res["auc"].items()}, flush=True)
+            means = {k: round(float(np.mean(list(v.values()))), 3) for k, v in res["dice"].items()}
+            print(variant, fold["fold"], means, dict(res["auc"]), flush=True)
             runs.append(res)
     summary: dict[str, dict] = {}
     for variant in args.variants:

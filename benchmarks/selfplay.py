@@ -41,7 +41,7 @@ from game_speed import engine_whole_games, pettingzoo_games
 
 from medwss.agents.encoders import RandomConvEncoder
 from medwss.agents.inputs import observation_base
-from medwss.agents.policy import build_policy
+from medwss.agents.policy import AgentPolicy
 from medwss.agents.ppo import compute_returns
 from medwss.agents.threshold import threshold_segment
 from medwss.bundle.config import load_config, parsed, stage_config_file
@@ -128,7 +128,7 @@ def ppo_speed(bundle: Path, threads: list[int], repeats: int, games: int | None 
     for t in threads:
         torch.set_num_threads(t)
         torch.manual_seed(0)
-        policy, opponent = build_policy(config), build_policy(config).requires_grad_(False)
+        policy, opponent = AgentPolicy(**config), AgentPolicy(**config).requires_grad_(False)
         optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
         rng, runs, plays = np.random.default_rng(0), [], []
         for _ in range(repeats + 1):  # the first is a warm-up
@@ -232,7 +232,7 @@ def bundle_dice(copy: Path, run_dir: Path, data_dir: Path) -> dict:
     images, masks = slices.images[is_val], slices.masks[is_val, 0]
     scores, region = slice_inputs(detector, images, None if regions is None else regions[is_val], g)
     state = load_checkpoint(run_dir / "selfplay" / FINAL)
-    policy = build_policy(state["policy_config"])
+    policy = AgentPolicy(**state["policy_config"])
     policy.load_state_dict(state["policy"])
     policy.eval()
     encoder = DetectorEncoder(detector, g) if policy.observation == "features" else None

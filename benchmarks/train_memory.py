@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train_memory.json").write_text(json.dumps(res, indent=1))
     d = res["data"]
+    schedule = "its full schedule" if args.iterations is None else f"{args.iterations} iterations"
     lines = [f"# Peak memory of `medwss train` on the {args.bundle} cohort", "",
              f"`{res['command']}` on a temporary copy of the bundle's configs, each step in a fresh process; peak "
              f"resident set size from `os.wait4`. One detector epoch per ensemble member stands for all of them (an "
-             f"epoch holds what every epoch holds); self-play runs {'its full schedule' if args.iterations is None else f'{args.iterations} iterations'}.",
+             f"epoch holds what every epoch holds); self-play runs {schedule}.",
              "", f"Cohort: {d['patients']} patients, {d['slices']} training slices of "
              f"{' x '.join(map(str, d['shape']))} float32 = {d['mib']:.1f} MiB. Importing torch, MONAI and medwss "
              f"alone peaks at {res['imports_peak_mib']:.0f} MiB.", "",

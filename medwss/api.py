@@ -225,7 +225,8 @@ def segment(
     With a slice-folder ``spec`` (``kind: slices``) the one input is the slice set's folder and ``out`` a folder:
     one PNG mask per slice, same size, under ``out`` as the images lie under the set (organ prior from the spec).
 
-    The default bundle is the shipped prostate bundle. Each mask is NIfTI on exactly its scan's grid; with
+    ``bundle`` is a folder or a name (``prostate``: ``medwss.bundle.config.find_bundle``), ``prostate`` when
+    None. Each mask is NIfTI on exactly its scan's grid; with
     ``overlay`` a PNG of the mask on the scan is written beside it. ``fmt`` ``dicom-seg`` writes a DICOM SEG
     referencing the source series instead (``<mask>.seg.dcm``; DICOM series inputs only, needs the ``dicom-seg``
     extra), ``both`` writes both. With a photo bundle (``bundles/coco``) the
@@ -240,7 +241,6 @@ def segment(
         MedwssError: bad scans, masks, outputs or bundle; a scan of another modality than the bundle's unless
             ``allow_modality_mismatch``.
     """
-    from medwss.inference.photo_training import is_photo_bundle
     from medwss.inference.segment import (
         Segmenter,
         check_format,
@@ -401,15 +401,27 @@ def is_slice_spec(spec: str | Path | None) -> bool:
 
 
 def is_photo_bundle(bundle: str | Path) -> bool:
-    """A photo bundle (``bundles/coco``, ``bundles/voc``): photos in, PNG label maps out."""
+    """A photo bundle (``bundles/coco``, ``bundles/voc``, or its name): photos in, PNG label maps out; False for a
+    bundle found nowhere, which is reported where the bundle is read (after the cheaper checks of the inputs)."""
+    from medwss.bundle.config import find_bundle
+    from medwss.errors import MedwssError
     from medwss.inference.photo_training import is_photo_bundle as photo
 
-    return photo(bundle)
+    try:
+        return photo(find_bundle(bundle))
+    except MedwssError:
+        return False
 
 
 def default_bundle() -> Path:
-    """The shipped prostate bundle (``bundles/prostate`` beside the package)."""
-    return Path(__file__).resolve().parents[1] / "bundles" / "prostate"
+    """The prostate bundle, found by name (``medwss.bundle.config.bundle_search_path``).
+
+    Raises:
+        MedwssError: no ``prostate`` bundle where bundles are looked for.
+    """
+    from medwss.bundle.config import DEFAULT_BUNDLE, bundle_dir_of
+
+    return bundle_dir_of(DEFAULT_BUNDLE)
 
 
 def replay(

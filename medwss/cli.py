@@ -37,6 +37,10 @@ Device = Annotated[
     str | None,
     typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: the bundle's device; auto: GPU if any)."),
 ]
+BUNDLE_HELP = (
+    "Bundle folder, or a name (prostate, liver_tumour, coco, voc) looked up in $MEDWSS_BUNDLES, ./bundles and the "
+    "medwss checkout (default: prostate)."
+)
 Threads = Annotated[
     int, typer.Option(min=1, help="Torch threads for a CPU run (1 is fastest on a busy machine; GPUs ignore it).")
 ]
@@ -115,7 +119,7 @@ def check(
 @app.command()
 @user_errors
 def train(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. bundles/prostate.")],
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (bundles/prostate) or name (prostate).")],
     stage: Annotated[str | None, typer.Option(help="Run only this stage (detector, selfplay).")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config entry by its MONAI id: --set seed=3.")
@@ -183,7 +187,7 @@ class OutputFormat(str, Enum):
 def segment(
     scans: Annotated[list[Path], typer.Argument(help="Scan files, folders of scans, or DICOM series folders.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Mask file (one scan) or folder.")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped prostate bundle).")] = None,
+    bundle: Annotated[Path | None, typer.Option(help=BUNDLE_HELP)] = None,
     method: Annotated[
         Method, typer.Option(help="rlsp (the self-play agent), cam (Grad-CAM++) or single-agent.")
     ] = Method.rlsp,
@@ -277,7 +281,7 @@ def replay(
     scan: Annotated[Path, typer.Argument(help="Scan file or DICOM series folder.")],
     slice_z: Annotated[int, typer.Option("--slice", help="Slice index z of the scan as loaded.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("replay.png"),
-    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (default: the shipped prostate bundle).")] = None,
+    bundle: Annotated[Path | None, typer.Option(help=BUNDLE_HELP)] = None,
     roi_mask: Annotated[Path | None, typer.Option(help="Organ prior mask, for bundles that need one.")] = None,
     device: Device = None,
     threads: Threads = 1,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
+from torch.distributions import Categorical
 
 from medwss.agents.inputs import STATE_PLANES, ObservationMode, check_mode
 
@@ -69,11 +70,6 @@ def masked_log_probs(logits: torch.Tensor, action_mask: torch.Tensor, floor: flo
     log_patch = torch.log_softmax(logits[:, :-1].masked_fill(~patch_mask, MASKED_LOGIT), dim=-1)
     joint = torch.cat([log_go[:, None] + log_patch, log_stop[:, None]], dim=1)
     return joint.masked_fill(~action_mask, MASKED_LOGIT)
-
-
-def masked_entropy(log_probs: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-    """Entropy (n,) of a masked categorical; illegal actions contribute exactly 0."""
-    return -(log_probs.exp() * log_probs).masked_fill(~action_mask, 0.0).sum(-1)
 
 
 class AgentPolicy(nn.Module):
@@ -180,26 +176,19 @@ class AgentPolicy(nn.Module):
         """
         logits, values = self(obs)
         log_probs = masked_log_probs(logits, action_mask, self.termination_floor)
+        dist = Categorical(logits=log_probs)  # log_prob and entropy; illegal actions (p = 0 exactly) add no entropy
         if deterministic:
             stop = log_probs[:, -1] > math.log(0.5)
             best_patch = log_probs[:, :-1].argmax(dim=-1)
             actions = torch.where(stop | ~action_mask[:, :-1].any(dim=1), action_mask.shape[1] - 1, best_patch)
-        else:
+        else:  # multinomial, not dist.sample(): only it takes the rollout's generator
             actions = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
-        logprobs = log_probs.gather(1, actions[:, None]).squeeze(1)
-        return actions, logprobs, masked_entropy(log_probs, action_mask), values
+        return actions, dist.log_prob(actions), dist.entropy(), values
 
     def evaluate(
         self, obs: torch.Tensor, action_mask: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logprobs, entropy, values) of the given actions under the current weights, for the PPO update."""
         logits, values = self(obs)
-        log_probs = masked_log_probs(logits, action_mask, self.termination_floor)
-        logprobs = log_probs.gather(1, actions.long()[:, None]).squeeze(1)
-        return logprobs, masked_entropy(log_probs, action_mask), values
-
-
-def build_policy(config: dict[str, Any]) -> AgentPolicy:
-    """Rebuild a policy from its `config` (as stored in checkpoints and bundles)."""
-    config = dict(config)
-    return AgentPolicy(config.pop("observation"), config.pop("grid_size"), config.pop("in_channels"), **config)
+        dist = Categorical(logits=masked_log_probs(logits, action_mask, self.termination_floor))
+        return dist.log_prob(actions.long()), dist.entropy(), values

@@ -8,6 +8,7 @@ Label. Configs are read with MONAI's ``ConfigParser``, so ``_target_`` component
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,52 @@ COMMON = "common.yaml"
 DEFAULT_STAGES = ("detector", "selfplay")
 
 
-def bundle_dir_of(path: str | Path) -> Path:
-    """The bundle folder (the one holding ``configs/``).
+BUNDLES_ENV = "MEDWSS_BUNDLES"
+"""Environment variable: folders (``os.pathsep``-separated) that hold bundles, looked in first for a bundle name."""
+DEFAULT_BUNDLE = "prostate"
+"""The bundle ``segment`` and ``replay`` use when none is given."""
+CHECKOUT_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+"""The shipped bundles of a source checkout (an installed wheel has none: see ``bundle_search_path``)."""
+
+
+def bundle_search_path() -> list[Path]:
+    """Where a bundle given by name (``prostate``) is looked for, in order: each folder of ``$MEDWSS_BUNDLES``, the
+    current folder's ``bundles/``, and the checkout's ``bundles/`` when medwss runs from one."""
+    folders = [Path(f) for f in os.environ.get(BUNDLES_ENV, "").split(os.pathsep) if f]
+    folders.append(Path.cwd() / "bundles")
+    if CHECKOUT_BUNDLES.is_dir() and CHECKOUT_BUNDLES.resolve() != folders[-1].resolve():
+        folders.append(CHECKOUT_BUNDLES)
+    return folders
+
+
+def find_bundle(bundle: str | Path) -> Path:
+    """A bundle given as a folder, or by name (a single relative name that is not a folder here) looked up in
+    ``bundle_search_path``.
 
     Raises:
-        MedwssError: not a bundle.
+        MedwssError: a folder that does not exist, or a name found nowhere (the error says where it looked).
     """
-    p = Path(path)
-    if not p.exists():
+    p = Path(bundle)
+    if p.exists():
+        return p
+    if p.is_absolute() or len(p.parts) != 1:
         raise MedwssError(p, "bundle not found")
+    folders = bundle_search_path()
+    for folder in folders:
+        if (folder / p.name / "configs").is_dir():
+            return folder / p.name
+    where = ", ".join(str(f) for f in folders) + ("" if os.environ.get(BUNDLES_ENV) else f" (${BUNDLES_ENV} is unset)")
+    raise MedwssError(p, f"no bundle named {p.name!r} in {where}; give the bundle's folder, "
+                         f"or set {BUNDLES_ENV} to the folder that holds it")  # fmt: skip
+
+
+def bundle_dir_of(path: str | Path) -> Path:
+    """The bundle folder (the one holding ``configs/``) of a bundle given as a folder or by name (``find_bundle``).
+
+    Raises:
+        MedwssError: not found, or not a bundle.
+    """
+    p = find_bundle(path)
     if not (p / "configs").is_dir():
         raise MedwssError(p, "not a bundle (no configs/ folder)")
     return p.resolve()

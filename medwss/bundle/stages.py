@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import set_determinism
 
 from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
 from medwss.bundle.scoring import export_position_prior, scoring_settings
@@ -275,11 +276,10 @@ def train_detector_stage(
     from medwss.detector.network import detector_members
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
     from medwss.runtime.checkpoint import save_checkpoint
-    from medwss.runtime.seeding import seed_everything
 
     # ---------------------------------------------------------------- setup (plumbing)
     seed = int(parser["seed"])
-    seed_everything(seed)
+    set_determinism(seed)
     started = time.perf_counter()
     task.describe("detector: reading data")
     slices, manifest = stage_slices(parser)

@@ -502,6 +502,8 @@ class SliceStack:
         import torch
         import torch.nn.functional as F
 
+        from medwss.data.slices import stack_slices
+
         if with_label and not self.spec.classes:
             raise MedwssError(self.patient.rows[0].image, "no class masks for a 2D image named by a manifest")
         needs_masks = with_label or self.spec.prior is not None
@@ -513,7 +515,7 @@ class SliceStack:
         volume = torch.from_numpy(image).permute(3, 0, 1, 2)  # (Z, C, x, y)
         volume = F.interpolate(volume, size=(working_size, working_size), mode="area")
         out: dict[str, Any] = {
-            "image": volume.permute(1, 2, 3, 0).contiguous().float(),
+            "image": stack_slices(volume).float(),
             "slice_index": torch.arange(image.shape[-1]),
         }
         masks: dict[str, np.ndarray] = {}
@@ -527,7 +529,7 @@ class SliceStack:
         for key, mask in masks.items():
             m = torch.from_numpy(mask).permute(2, 0, 1)[:, None].float()  # (Z, 1, x, y)
             m = F.interpolate(m, size=(working_size, working_size), mode="nearest-exact")
-            out[key] = m.permute(1, 2, 3, 0).to(torch.int16).contiguous()
+            out[key] = stack_slices(m).to(torch.int16)
         return out
 
 

@@ -2,8 +2,8 @@
 
 The detector and the self-play agents work on axial slices. A sample is {image (C, H, W), presence (K,), prior
 (1, H, W) bool, case, patient, slice_index}, where ``slice_index`` is the z of the slice in the file as loaded, the
-index the presence table uses. Volumes are processed once (MONAI ``CacheDataset``); only the 2D augmentation runs
-per sample.
+index the presence table uses. Volumes are processed once (MONAI ``CacheDataset``); the detector's training
+augments whole batches (``detector.training``), so samples are served as cached.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ import torch
 from monai.data import CacheDataset, MetaTensor
 from monai.transforms import (
     Compose,
-    EnsureTyped,
     InvertibleTransform,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    RandScaleIntensityd,
     Resized,
     TraceableTransform,
 )
@@ -60,51 +54,6 @@ def image_slices(image: torch.Tensor, context: int = 0, indices: Sequence[int] |
     return stacked.permute(3, 4, 0, 1, 2).reshape(len(centres), (2 * context + 1) * c, h, w).contiguous()
 
 
-def slice_augmentations(
-    keys: Sequence[str] = (IMAGE, PRIOR, LABEL),
-    *,
-    flip_lr: bool = False,
-    prob: float = 0.3,
-    seed: int | None = None,
-) -> Compose:
-    """Mild 2D training augmentation for slice samples; the first key is the image, the others masks.
-
-    Small rotations (+-10 degrees) and scalings (+-10 %) only: the detector must still see anatomy where it lies.
-    A left-right flip (``flip_lr``) is off by default because it swaps laterality (the liver would lie on the left);
-    turn it on only for roughly symmetric anatomy such as the prostate. After RAS orientation, slice axis 0 is
-    left-right, so the flip is along it. Intensity changes (noise, scale, gamma) touch the image only. Masks must be
-    float for the warp; ``SliceDataset`` casts them back.
-
-    Args:
-        seed: passed to ``set_random_state`` so that a run can be repeated.
-    """
-    image_key, mask_keys = keys[0], list(keys[1:])
-    all_keys = [image_key, *mask_keys]
-    transforms = [
-        RandAffined(
-            all_keys,
-            prob=prob,
-            rotate_range=np.deg2rad(10.0),
-            scale_range=(0.1, 0.1),
-            mode=["bilinear"] + ["nearest"] * len(mask_keys),
-            padding_mode=["border"] + ["zeros"] * len(mask_keys),
-            allow_missing_keys=True,
-        ),
-    ]
-    if flip_lr:
-        transforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=0, allow_missing_keys=True))
-    transforms += [
-        RandGaussianNoised(image_key, prob=prob, mean=0.0, std=0.02),
-        RandScaleIntensityd(image_key, factors=0.1, prob=prob),
-        RandAdjustContrastd(image_key, prob=prob, gamma=(0.8, 1.25)),
-        EnsureTyped(all_keys, track_meta=False, allow_missing_keys=True),  # plain tensors: 2D samples carry no affine
-    ]
-    compose = Compose(transforms)
-    if seed is not None:
-        compose.set_random_state(seed=seed)
-    return compose
-
-
 class SliceDataset(torch.utils.data.Dataset):
     """Axial slice samples of a list of cases; volumes are processed once and cached in memory.
 
@@ -116,10 +65,7 @@ class SliceDataset(torch.utils.data.Dataset):
             pipeline, e.g. ``volume_transforms``), already processed dicts when it is None.
         presence: {(case, file z): presence vector (K,)}; case ids default to the image file name.
         context: neighbouring slices stacked each side as extra channels.
-        augment: random 2D transforms applied to each sample (``slice_augmentations``).
         num_workers: threads that process the volumes.
-
-    Use ``monai.data.DataLoader``: its worker init reseeds ``augment`` per worker (``set_rnd``).
 
     Raises:
         MedwssError: any volume pipeline error; a case without presence labels; a table slice outside the scan;
@@ -133,12 +79,11 @@ class SliceDataset(torch.utils.data.Dataset):
         presence: PresenceTable | None = None,
         *,
         context: int = 0,
-        augment: Compose | None = None,
         num_workers: int = 0,
     ) -> None:
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
-        self.context, self.augment = context, augment
+        self.context = context
         items = [{**d, CASE: case_id(d), PATIENT: str(d.get(PATIENT, case_id(d)))} for d in data]
         if transform is None:
             self.volumes = items
@@ -205,14 +150,10 @@ class SliceDataset(torch.utils.data.Dataset):
         }
         if self.presence is not None:
             sample[PRESENCE] = self.presence[(volume[CASE], z)].clone()
-        masks = [key for key in (PRIOR, LABEL) if key in volume]
-        for key in masks:
-            sample[key] = _plain(volume[key])[..., k].float()  # float for the warp; cast back below
-        if self.augment is not None:
-            sample = self.augment(sample)
-        for key in masks:
-            mask = _plain(sample[key])
-            sample[key] = mask > 0.5 if key == PRIOR else mask.round().to(volume[key].dtype)
+        for key in (PRIOR, LABEL):
+            if key in volume:
+                mask = _plain(volume[key])[..., k]
+                sample[key] = mask.float() > 0.5 if key == PRIOR else mask.float().round().to(mask.dtype)
         return sample
 
 

@@ -27,12 +27,6 @@ def patient_split(patients: Iterable[str], val_fraction: float = 0.2, seed: int 
     return train, val
 
 
-def leave_one_patient_out(patients: Iterable[str]) -> list[tuple[list[str], str]]:
-    """One fold per patient: (the others, the held-out one), in sorted order."""
-    unique = sorted(set(patients))
-    return [([p for p in unique if p != held_out], held_out) for held_out in unique]
-
-
 def contiguous_slabs(num_slices: int, num_folds: int) -> list[np.ndarray]:
     """Slice indices of ``num_folds`` contiguous slabs covering 0..num_slices-1.
 

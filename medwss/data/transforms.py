@@ -359,7 +359,8 @@ def unwrap_errors() -> Iterator[None]:
 
 
 def process_volume(data: Mapping[str, Any], transforms: Compose) -> dict[str, Any]:
-    """Run the volume pipeline on one case dict, raising user errors as MedwssError."""
+    """Run a preprocessing pipeline (``volume_transforms``, a bundle's ``preprocessing``) on one case dict, raising
+    user errors as MedwssError instead of MONAI's wrapping RuntimeError."""
     with unwrap_errors():
         return transforms(dict(data))
 

@@ -25,7 +25,7 @@ from monai.visualize import GradCAMpp, ModelWithHooks
 from torch import nn
 
 from medwss.detector.network import DetectorEnsemble, PresenceDetector
-from medwss.runtime.progress import SliceProgress
+from medwss.runtime.progress import SliceProgress, batches
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +99,12 @@ def cam_maps(
     cam = GradCAMpp(hooks, target_layer(model), postprocessing=normalise_maps)
     out = []
     with torch.enable_grad():
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size].to(device=device, dtype=torch.float32)
+        for part in batches(images.shape[0], batch_size, progress, "Grad-CAM++ on slices"):
+            x = images[part].to(device=device, dtype=torch.float32)
             kwargs = {}
             if region is not None:
-                kwargs["region"] = region[start : start + batch_size].to(device=device, dtype=torch.bool)
+                kwargs["region"] = region[part].to(device=device, dtype=torch.bool)
             out.append(cam(x, class_idx=class_index, **kwargs)[:, 0].detach().float().cpu())
-            if progress is not None:
-                progress("Grad-CAM++ on slices", min(start + batch_size, images.shape[0]), images.shape[0])
     return torch.cat(out) if out else torch.zeros(0, *images.shape[-2:])
 
 
@@ -133,12 +131,10 @@ def slice_probabilities(
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size].to(device=device, dtype=torch.float32)
-        reg = None if region is None else region[start : start + batch_size].to(device=device, dtype=torch.bool)
+    for part in batches(images.shape[0], batch_size, progress, "scoring slices"):
+        x = images[part].to(device=device, dtype=torch.float32)
+        reg = None if region is None else region[part].to(device=device, dtype=torch.bool)
         out.append(torch.sigmoid(model.presence_logits(x, reg)[:, class_index]).float().cpu())
-        if progress is not None:
-            progress("scoring slices", min(start + batch_size, images.shape[0]), images.shape[0])
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from medwss.detector.network import PresenceDetector, coordinate_channels
-from medwss.runtime.progress import SliceProgress
+from medwss.runtime.progress import SliceProgress, batches
 
 
 class DetectorEncoder(torch.nn.Module):
@@ -68,11 +68,7 @@ def agent_features(
     unknown = [p for p in planes if p not in AGENT_PLANES]
     if unknown:
         raise ValueError(f"unknown agent planes {unknown}, expected some of {AGENT_PLANES}")
-    chunks = []
-    for chunk in slices.split(batch_size) if len(slices) else ():
-        chunks.append(encoder(chunk))
-        if progress is not None:
-            progress("encoding slices", min(len(chunks) * batch_size, len(slices)), len(slices))
+    chunks = [encoder(slices[part]) for part in batches(len(slices), batch_size, progress, "encoding slices")]
     feats = torch.cat(chunks) if chunks else None
     if feats is None:
         return torch.zeros(0, encoder.out_channels + len(planes), encoder.grid_size, encoder.grid_size)

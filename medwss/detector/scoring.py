@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from medwss.detector.network import PresenceDetector, pool_cells
-from medwss.runtime.progress import SliceProgress
+from medwss.runtime.progress import SliceProgress, batches
 
 
 def patch_logits_from_cells(
@@ -68,9 +68,9 @@ def score_patches(
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, slices.shape[0], batch_size):
-        x = slices[start : start + batch_size].to(device=device, dtype=torch.float32)
-        reg = None if region is None else region[start : start + batch_size].to(device=device, dtype=torch.bool)
+    for part in batches(slices.shape[0], batch_size, progress, "scoring patches on slices"):
+        x = slices[part].to(device=device, dtype=torch.float32)
+        reg = None if region is None else region[part].to(device=device, dtype=torch.bool)
         cells = model(x)[:, class_index : class_index + 1]
         logits = patch_logits_from_cells(cells, x.shape[-2:], grid, reg, model.pooling, model.lse_r)[:, 0]
         probs = torch.sigmoid(logits)
@@ -79,8 +79,6 @@ def score_patches(
             inside = reg.reshape(-1, grid, h // grid, grid, w // grid).any(dim=(2, 4))
             probs = probs * inside
         out.append(probs.float())
-        if progress is not None:
-            progress("scoring patches on slices", min(start + batch_size, slices.shape[0]), slices.shape[0])
     return torch.cat(out)
 
 

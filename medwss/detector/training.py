@@ -3,8 +3,9 @@
 ``DetectorTrainer`` runs one epoch per ``train_epoch()`` call and keeps everything needed to resume in
 ``state_dict()`` (weights, optimizer, scheduler, epoch, best weights, history and all RNG states), so the lead's
 checkpoint/resume and metric logging wrap it without touching the algorithm. ``train_detector`` is the plain
-loop. Masks are never used: ``regions`` is an optional organ or body prior that limits which cells may explain a
-slice label (for liver tumours the liver mask, so the net must tell tumour from liver, not tissue from air).
+loop, public API for scripts and notebooks (no run folder). Masks are never used: ``regions`` is an optional organ
+or body prior that limits which cells may explain a slice label (for liver tumours the liver mask, so the net must
+tell tumour from liver, not tissue from air).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from medwss.detector.network import PresenceDetector, build_detector, pool_cells
 from medwss.errors import MedwssError
 from medwss.runtime import distributed
 from medwss.runtime.device import amp_enabled, autocast
+from medwss.runtime.progress import batches
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +223,8 @@ class DetectorTrainer:
         self.model.train()
         order = torch.randperm(len(images), generator=self.torch_rng)
         total, count = 0.0, 0
-        for start in range(0, len(order), s.batch_size):
-            idx = order[start : start + s.batch_size]
+        for part in batches(len(order), s.batch_size):
+            idx = order[part]
             if len(idx) < max(2, self.world.size) and len(order) >= 2:
                 continue  # batch norm cannot train on a single slice (nor a rank on none): the same on every rank
             x, y, r = images[idx].to(self.device), presence[idx].to(self.device), regions[idx].to(self.device)
@@ -261,8 +263,8 @@ class DetectorTrainer:
         images, presence, regions = self.val_data
         self.model.eval()
         logits = torch.cat([
-            self.model.presence_logits(images[i : i + 64].to(self.device), regions[i : i + 64].to(self.device)).cpu()
-            for i in range(0, len(images), 64)
+            self.model.presence_logits(images[part].to(self.device), regions[part].to(self.device)).cpu()
+            for part in batches(len(images), 64)
         ])
         return {"charts/val_slice_auc": _auc(torch.sigmoid(logits), presence)}
 

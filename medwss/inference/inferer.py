@@ -136,6 +136,7 @@ class SelfPlayInferer(Inferer):
         self, volume: torch.Tensor, network: torch.nn.Module | None, progress: SliceProgress | None = None
     ) -> torch.Tensor:
         """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask; ``progress`` is told after each batch of slices."""
+        from medwss.data.slices import stack_slices
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
@@ -156,4 +157,4 @@ class SelfPlayInferer(Inferer):
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region
-        return pixels.cpu().permute(1, 2, 0).unsqueeze(0).to(torch.uint8)
+        return stack_slices(pixels.cpu()).to(torch.uint8)

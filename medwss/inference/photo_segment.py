@@ -155,10 +155,9 @@ class PhotoSegmenter:
     def label_map(self, photo: Path) -> np.ndarray:
         """(H, W) uint8 label map of one photo at its own size."""
         from medwss.data.natural.dataset import ORIGINAL_SIZE, resize_labels
-        from medwss.data.transforms import unwrap_errors
+        from medwss.data.transforms import process_volume
 
-        with unwrap_errors():
-            processed = self.preprocessing({"image": str(photo)})
+        processed = process_volume({"image": str(photo)}, self.preprocessing)
         image = torch.as_tensor(processed["image"]).float().unsqueeze(0)
         pred = self.inferer(image, self.network)[0, 0]
         return resize_labels(pred, processed[ORIGINAL_SIZE])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import set_determinism
 
 from medwss.bundle.config import parsed
 from medwss.bundle.stages import git_commit, write_json_atomic
@@ -78,12 +79,11 @@ def train_photo_detector(
     from medwss.bundle.stages import fit_detector, stage_detector
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
     from medwss.runtime.checkpoint import save_checkpoint
-    from medwss.runtime.seeding import seed_everything
 
     # ---------------------------------------------------------------- setup (plumbing)
     torch.set_num_threads(int(parser["detector"].get("num_threads", torch.get_num_threads())))
     seed = int(parser["seed"])
-    seed_everything(seed)
+    set_determinism(seed)
     started = time.perf_counter()
     task.describe("detector: reading photos")
     photos, splits, names = stage_photos(parser)

@@ -21,7 +21,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
         MedwssError: unreadable scan, a slice outside it, a bundle without a trained agent.
     """
     from medwss.agents.inputs import build_observation
-    from medwss.data.transforms import unwrap_errors
+    from medwss.data.transforms import process_volume
     from medwss.game.engine import BatchedGame
     from medwss.game.record import Phase
     from medwss.selfplay.rollout import step_fraction
@@ -33,8 +33,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     if segmenter.region == "prior" and prior is None:
         raise MedwssError(scan, "this bundle needs an organ prior mask: give --roi-mask")
     data = {"image": str(scan), **({"prior": str(prior)} if prior is not None and segmenter.region == "prior" else {})}
-    with unwrap_errors():
-        processed = segmenter.preprocessing(data)
+    processed = process_volume(data, segmenter.preprocessing)
     file_z = [int(z) for z in torch.as_tensor(processed["slice_index"]).tolist()]
     if slice_z not in file_z:
         raise MedwssError(scan, f"slice {slice_z} is outside the scan (0..{max(file_z)})")

@@ -307,14 +307,13 @@ class Segmenter:
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
         """
-        from medwss.data.transforms import unwrap_errors
+        from medwss.data.transforms import process_volume
         from medwss.inference.loading import InvertToOriginald
 
         if self.region == "prior" and prior is None:
             raise MedwssError(scan, "this bundle needs an organ prior mask: give --roi-mask")
         data = {"image": str(scan), **({"prior": str(prior)} if prior is not None and self.region == "prior" else {})}
-        with unwrap_errors():
-            processed = self.preprocessing(data)
+        processed = process_volume(data, self.preprocessing)
         inputs = torch.as_tensor(processed["image"]).unsqueeze(0)
         pred = self.inferer(inputs, self.network, progress=progress)[0]
         restored = InvertToOriginald("pred", self.preprocessing)({"pred": pred, "image": processed["image"]})["pred"]

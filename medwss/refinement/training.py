@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from monai.utils import set_determinism
 
-from medwss.runtime.seeding import named_generator, seed_everything
+from medwss.runtime.progress import batches
+from medwss.runtime.seeding import named_generator
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def train_refiner(
 
     if images.dim() != 4 or targets.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(f"images (N, C, H, W) and targets (N, H, W) disagree: {images.shape} vs {targets.shape}")
-    seed_everything(settings.seed)
+    set_determinism(settings.seed)
     model = build_refiner(images.shape[1], settings)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)  # batch Dice: a batch of empty targets still has a gradient
@@ -79,8 +81,8 @@ def train_refiner(
     for epoch in range(settings.epochs):
         losses = []
         order = torch.from_numpy(order_rng.permutation(len(images)))
-        for start in range(0, len(images), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
+        for part in batches(len(images), settings.batch_size):
+            idx = order[part]
             x, y = images[idx], y_all[idx]
             if settings.flip:
                 flip = torch.from_numpy(flip_rng.random(len(idx)) < 0.5)
@@ -102,5 +104,5 @@ def refine(
 ) -> torch.Tensor:
     """(N, H, W) bool masks from a trained refiner (logit > 0), limited to the region when one is given."""
     model.eval()
-    out = torch.cat([model(images[i : i + batch_size])[:, 0] > 0 for i in range(0, len(images), batch_size)])
+    out = torch.cat([model(images[part])[:, 0] > 0 for part in batches(len(images), batch_size)])
     return out & region.bool() if region is not None else out

@@ -26,6 +26,18 @@ SliceProgress = Callable[[str, int, int], None]
 ``total`` slices ``stage`` has done (``"scoring slices", 64, 600``). Optional everywhere (None: silent), so MONAI's
 evaluator and MONAI Label, which know nothing of it, run the same code."""
 
+
+def batches(total: int, batch_size: int, progress: SliceProgress | None = None, stage: str = "") -> Iterator[slice]:
+    """Consecutive ranges of at most ``batch_size`` of ``total`` items, as ``slice``s; after the caller's work on each,
+    ``progress(stage, done, total)`` when given. The one batch loop of the library (scoring, Grad-CAM++, encoding,
+    playing a volume's slices; training epochs)."""
+    for start in range(0, total, batch_size):
+        part = slice(start, min(start + batch_size, total))
+        yield part
+        if progress is not None:
+            progress(stage, part.stop, total)
+
+
 DETAIL_STEPS = 10
 """A stage's plain lines: its first batch, then one each tenth of its slices (the last included)."""
 DETAIL_SECONDS = 10.0

@@ -1,6 +1,7 @@
-"""One seed for everything: torch, numpy, Python and MONAI transforms, plus named generators passed explicitly.
+"""Named generators passed explicitly, and every RNG state for checkpoints.
 
-A run is reproducible from its seed; a resumed run restores every RNG state from the checkpoint (``rng_states`` /
+A run seeds the global RNGs with ``monai.utils.set_determinism(seed)`` (Python, numpy, torch, cuDNN flags) and is
+reproducible from its seed; a resumed run restores every RNG state from the checkpoint (``rng_states`` /
 ``restore_rng_states``), which nnU-Net's checkpoints lack.
 """
 
@@ -11,19 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, numpy and torch (``monai.utils.set_determinism``) and ask torch for deterministic kernels."""
-    from monai.utils import set_determinism
-
-    set_determinism(seed=seed, use_deterministic_algorithms=None)
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
 
 
 def named_generator(seed: int, name: str) -> np.random.Generator:

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from monai.utils import set_determinism
 
 from medwss.agents.encoders import RandomConvEncoder, encoder_config
 from medwss.agents.inputs import Encoder, ObservationMode, build_observation, check_mode, observation_base
-from medwss.agents.policy import AgentPolicy, build_policy
+from medwss.agents.policy import AgentPolicy
 from medwss.agents.ppo import (
     approx_kl,
     clip_fraction,
@@ -46,7 +47,7 @@ from medwss.runtime.checkpoint import (
 )
 from medwss.runtime.metric_log import MetricLog
 from medwss.runtime.progress import ProgressTask
-from medwss.runtime.seeding import named_generator, restore_rng_states, rng_states, seed_everything
+from medwss.runtime.seeding import named_generator, restore_rng_states, rng_states
 from medwss.selfplay.baselines import patch_mask_dice
 from medwss.selfplay.pool import LEARNER, SAMPLING_MODES, OpponentPool, OpponentSampling, sample_opponent_index
 from medwss.selfplay.rollout import Rollout, play_alone, play_selfplay_games
@@ -306,7 +307,7 @@ def train_selfplay(
         raise ValueError(f"scores are on a {data.scores.shape[-1]}-grid, the rules on a {g}-grid")
     here = distributed.world()
     device = torch.device(device)
-    seed_everything(settings.seed)
+    set_determinism(settings.seed)
     # The opponent draw is shared (same seed on every rank: all ranks play the same snapshot); the games' slices,
     # minibatch order and action samples are each rank's own.
     own_seed = distributed.rank_seed(settings.seed, here.rank)
@@ -330,8 +331,8 @@ def train_selfplay(
         "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
         "termination_floor": settings.termination_floor, "merge_sides": settings.merge_sides,
     }  # fmt: skip
-    policy = build_policy(policy_config).to(device)
-    opponent = build_policy(policy_config).requires_grad_(False).to(device)
+    policy = AgentPolicy(**policy_config).to(device)
+    opponent = AgentPolicy(**policy_config).requires_grad_(False).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
     pool = OpponentPool(settings.pool_size, settings.snapshot_every)
     metric_log = MetricLog(run_dir / "metrics.jsonl")

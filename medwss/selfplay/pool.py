@@ -58,7 +58,9 @@ def sample_opponent_index(
         mean, std = mean_fraction * pool_size, std_fraction * pool_size
         draws = np.empty(count, dtype=np.int64)
         todo = np.arange(count)
-        for _ in range(1000):  # rejection sampling: ~95% accepted at the default fractions
+        # Rejection sampling, ~95% accepted at the default fractions. Not scipy.stats.truncnorm: same distribution, but
+        # other draws for a seed, so recorded self-play runs would no longer reproduce their weights (issue 13).
+        for _ in range(1000):
             x = rng.normal(mean, std, size=todo.size)
             inside = (x >= 0) & (x < pool_size)
             draws[todo[inside]] = np.floor(x[inside]).astype(np.int64)

@@ -18,7 +18,7 @@ from medwss.agents.policy import AgentPolicy, masked_log_probs
 from medwss.game.engine import BatchedGame
 from medwss.game.record import Phase
 from medwss.game.rules import GameRules
-from medwss.runtime.progress import SliceProgress
+from medwss.runtime.progress import SliceProgress, batches
 
 STOPPING_RULES = ("step", "median")
 """When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
@@ -212,8 +212,7 @@ def play_alone(
     scores = torch.zeros(base.shape[0], g, g, device=dev) if scores is None else scores.to(dev)
     region = None if region is None else region.to(dev)
     masks = []
-    for start in range(0, base.shape[0], batch_size):
-        part = slice(start, start + batch_size)
+    for part in batches(base.shape[0], batch_size, progress, "playing slices"):
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
         chunk = base[part]
         survival = torch.ones(game.batch_size, device=dev)  # P(the sampled policy has not stopped yet), "median" rule
@@ -233,6 +232,4 @@ def play_alone(
                 step_actions[rows] = policy.act(obs, mask, deterministic, generator)[0]
             game.step(step_actions)
         masks.append(game.segmentation())
-        if progress is not None:
-            progress("playing slices", min(start + batch_size, base.shape[0]), base.shape[0])
     return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool, device=dev)

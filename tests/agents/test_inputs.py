@@ -118,9 +118,9 @@ def test_merged_sides_make_a_solo_board_look_like_a_self_play_board() -> None:
 
 
 def test_policy_records_merge_sides_in_its_config() -> None:
-    from medwss.agents.policy import AgentPolicy, build_policy
+    from medwss.agents.policy import AgentPolicy
 
     policy = AgentPolicy("features", 4, 3, merge_sides=True)
     assert policy.config["merge_sides"] is True
-    assert build_policy(policy.config).merge_sides is True
+    assert AgentPolicy(**policy.config).merge_sides is True
     assert AgentPolicy("features", 4, 3).merge_sides is False

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch.distributions import Categorical
 
 from medwss.agents.inputs import STATE_PLANES
-from medwss.agents.policy import AgentPolicy, bound_logit, build_policy, masked_entropy, masked_log_probs
+from medwss.agents.policy import AgentPolicy, bound_logit, masked_log_probs
 
 G = 4
 
@@ -77,7 +78,27 @@ def test_two_stage_distribution_is_exact(stop_logit: float, mask: list, floor: f
     assert log_probs.exp()[0].tolist() == pytest.approx(expected, abs=1e-4)
     probs = torch.tensor(expected)
     entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
-    assert masked_entropy(log_probs, legal).item() == pytest.approx(entropy.item(), abs=1e-4)
+    assert Categorical(logits=log_probs).entropy().item() == pytest.approx(entropy.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.02])
+def test_categorical_log_prob_and_entropy_match_the_masked_gather(floor: float) -> None:
+    """``Categorical`` over the masked log-probabilities gives what the hand-written gather and masked sum gave."""
+    policy, obs = make("features", termination_floor=floor)
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.rand(5, G * G + 1, generator=gen) > 0.4
+    mask[0, :-1], mask[0, -1] = False, True  # only TERMINATE legal (a done game)
+    mask[1, -1] = False  # the final phase: no stopping
+    mask[1, 0] = True
+    actions, logprobs, entropy, _ = policy.act(obs, mask, generator=gen)
+    log_probs = masked_log_probs(policy(obs)[0], mask, floor)
+    gathered = log_probs.gather(1, actions[:, None]).squeeze(1)
+    summed = -(log_probs.exp() * log_probs).masked_fill(~mask, 0.0).sum(-1)
+    torch.testing.assert_close(logprobs, gathered, rtol=0, atol=1e-6)
+    torch.testing.assert_close(entropy, summed, rtol=0, atol=1e-6)
+    new_logprobs, new_entropy, _ = policy.evaluate(obs, mask, actions)
+    torch.testing.assert_close(new_logprobs, gathered, rtol=0, atol=1e-6)
+    torch.testing.assert_close(new_entropy, summed, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("floor", [0.0, 0.05])
@@ -87,9 +108,9 @@ def test_termination_prior(floor: float) -> None:
     assert probs[:, -1].tolist() == pytest.approx([0.2] * 5, abs=0.02)
 
 
-def test_build_policy_round_trip_and_bad_settings() -> None:
+def test_config_round_trip_and_bad_settings() -> None:
     policy, obs = make("pixels")
-    clone = build_policy(policy.config)
+    clone = AgentPolicy(**policy.config)
     clone.load_state_dict(policy.state_dict())
     assert torch.equal(clone(obs)[0], policy(obs)[0]) and clone.config == policy.config
     with pytest.raises(ValueError):

@@ -61,8 +61,8 @@ def test_resume_from_another_trunk_is_refused(tmp_path, data_root) -> None:
     torch.save(_trunk(seed=2), second)
     bundle = tiny_bundle(tmp_path)
     runs = tmp_path / "runs"
-    api.train_bundle(bundle, stage="detector", overrides={**tiny_overrides(data_root), "detector#pretrained": str(first)},
-                     run_dir=runs)
+    overrides = {**tiny_overrides(data_root), "detector#pretrained": str(first)}
+    api.train_bundle(bundle, stage="detector", overrides=overrides, run_dir=runs)
     result = invoke("train", bundle, "--stage", "detector", "--run-dir", runs, "--no-progress",
                     *[a for k, v in tiny_overrides(data_root, **{"detector#pretrained": str(second)}).items()
                       for a in ("--set", f"{k}={json.dumps(v)}")])

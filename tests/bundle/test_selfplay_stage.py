@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from medwss.agents.policy import build_policy
+from medwss.agents.policy import AgentPolicy
 from medwss.bundle.stages import train_stage
 from medwss.errors import MedwssError
 from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
@@ -49,7 +49,7 @@ def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
     # The shipped config asks for the calibrated threshold: resolved from the absent slices' scores and recorded.
     assert saved["roi_calibration"]["roi_threshold"] == "auto" and saved["roi_calibration"]["absent_slices"] > 0
     assert 0.0 < saved["rules"]["roi_threshold"] <= 1.0
-    policy = build_policy(saved["policy"])
+    policy = AgentPolicy(**saved["policy"])
     policy.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     # The agent sees the trunk features plus the bundle's extra planes, on a board with merged sides.
     assert saved["agent_planes"] == ["prior", "gate", "scores"] and saved["policy"]["merge_sides"] is True

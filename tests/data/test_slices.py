@@ -9,7 +9,7 @@ from monai.transforms import Compose, MapTransform
 
 from medwss.data import slices
 from medwss.data.io import load_mask, write_mask
-from medwss.data.slices import SliceDataset, image_slices, invert_to_original, slice_augmentations, stack_slices
+from medwss.data.slices import SliceDataset, image_slices, invert_to_original, stack_slices
 from medwss.data.transforms import process_volume, volume_transforms
 from medwss.errors import MedwssError
 from tests.data.fixtures import LPS, OBLIQUE, RAS, Z_FLIP, files_only, write_case
@@ -125,24 +125,6 @@ def test_volumes_are_processed_once(tmp_path):
     for _ in range(2):
         assert [dataset[i]["case"] for i in range(len(dataset))] == ["case0"] * 4 + ["case1"] * 4
     assert counter.calls == 2
-
-
-def augmented_images(case: dict, seed: int | None, n: int = 6) -> list[torch.Tensor]:
-    augment = None if seed is None else slice_augmentations(prob=1.0, flip_lr=True, seed=seed)
-    dataset = SliceDataset([files_only(case)], volume_transforms("ct_liver", 12, window=WINDOW), augment=augment)
-    samples = [dataset[i % len(dataset)] for i in range(n)]
-    assert all(s["prior"].dtype == torch.bool and s["image"].shape == (1, 12, 12) for s in samples)
-    assert all(type(s["image"]) is torch.Tensor for s in samples)
-    return [s["image"] for s in samples]
-
-
-def test_seeded_augmentation_is_reproducible(tmp_path):
-    case = write_case(tmp_path, shape=(16, 16, 4))
-    first, again = augmented_images(case, seed=7), augmented_images(case, seed=7)
-    other, plain = augmented_images(case, seed=8), augmented_images(case, seed=None)
-    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
-    assert not any(torch.equal(a, b) for a, b in zip(first, plain, strict=True))
 
 
 def round_trip(case: dict, working_size: int, key: str = "label") -> tuple[torch.Tensor, dict]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from medwss.data.splits import contiguous_slabs, leave_one_patient_out, patient_split, select
+from medwss.data.splits import contiguous_slabs, patient_split, select
 
 PATIENTS = [f"p{i:02d}" for i in range(17)]
 
@@ -47,13 +47,6 @@ def test_patient_split_too_few_patients(patients, expected):
 def test_patient_split_bad_fraction(fraction):
     with pytest.raises(ValueError, match="val_fraction"):
         patient_split(PATIENTS, fraction)
-
-
-def test_leave_one_patient_out():
-    folds = leave_one_patient_out(["c", "a", "b", "a"])
-    assert folds == [(["b", "c"], "a"), (["a", "c"], "b"), (["a", "b"], "c")]
-    for train, held_out in folds:
-        assert held_out not in train
 
 
 @pytest.mark.parametrize(("num_slices", "num_folds"), [(6, 1), (6, 2), (7, 3), (129, 5), (5, 5)])
