@@ -80,7 +80,6 @@ def main() -> None:
             times.setdefault(("selfplay", nproc), []).append(timed(nproc, [*base, "--stage", "selfplay", *flags]))
             config = bundle / "configs" / "inference.yaml"
             text = config.read_text().replace("grid_size: 16 ", "grid_size: 4 ")
-            text = text.replace("  channels: 16 ", "  channels: 8 ")
             config.write_text(text.replace("working_size: 128 ", "working_size: 32 "))
             seg = ["segment", str(scans), "-o", str(work / f"masks{repeat}n{nproc}"), "--bundle", str(bundle),
                    "--device", "cpu", "--no-progress"]  # fmt: skip

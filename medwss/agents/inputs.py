@@ -3,12 +3,12 @@
 Agents see the image, never the detector scores (RLSP §3.2). Two encodings of the same information:
 
 - "pixels": the slice resized to `pixels_per_patch` pixels per patch, taken patches blanked, plus the owner planes
-  upsampled to pixels (`medwss.game.observation.observe`, at a lower resolution); the policy's strided stem brings
-  it to G x G.
+  upsampled to pixels; the policy's strided stem brings it to G x G.
 - "features": image features at G x G from a frozen encoder (the detector's trunk, or `agents.encoders`), taken
   patches' features zeroed (the blanking), plus the planes at G x G. No pixel work per step.
 
-Both add a step-fraction plane (turn / turns of a self-play game) so the termination head knows how far the game is.
+Both add a step-fraction plane (turn / turns of a self-play game) so the termination head knows how far the game
+is. The builder of the per-step inputs is `game.observation.build_observation`, the one the PettingZoo env uses too.
 Storing only the game state (owner grid, phase, turn) per step and rebuilding inputs in PPO minibatches keeps the
 rollout memory at bytes per patch instead of a float image per step.
 """
@@ -16,25 +16,20 @@ rollout memory at bytes per patch instead of a float image per step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from medwss.game.observation import PLANES, agent_planes, blank_patches, upsample_patches
-
-ObservationMode = Literal["pixels", "features"]
-OBSERVATION_MODES: tuple[str, ...] = ("pixels", "features")
-STATE_PLANES = len(PLANES) + 1
-"""Planes added to the image channels: the owner planes of `game.observation.PLANES` and the step fraction."""
+from medwss.game.observation import (  # noqa: F401  (re-exported: the policy inputs' names)
+    OBSERVATION_MODES,
+    STATE_PLANES,
+    ObservationMode,
+    build_observation,
+    check_mode,
+)
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 """Frozen image encoder: (N, C, H, W) -> (N, F, G, G)."""
-
-
-def check_mode(mode: str) -> None:
-    if mode not in OBSERVATION_MODES:
-        raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {mode!r}")
 
 
 @torch.no_grad()
@@ -75,35 +70,3 @@ def observation_base(
         return images
     interp = "area" if images.shape[-2] >= size and images.shape[-1] >= size else "nearest"
     return F.interpolate(images, size=(size, size), mode=interp)
-
-
-def build_observation(
-    base: torch.Tensor,
-    owner: torch.Tensor,
-    agent: torch.Tensor,
-    region: torch.Tensor,
-    final_phase: torch.Tensor,
-    step_fraction: torch.Tensor,
-    mode: ObservationMode,
-    merge_sides: bool = False,
-) -> torch.Tensor:
-    """Policy input (n, base channels + STATE_PLANES, ...) of n games from `agent`'s point of view.
-
-    Args:
-        base: (n, K, ., .) rows of `observation_base` for these games.
-        owner: (n, G, G) integer, 0 free, 1 taken by a, 2 taken by b.
-        agent: (n,) whose point of view.
-        region: (n, G, G) bool legal region.
-        final_phase: (n,) bool.
-        step_fraction: (n,) float, turn / turns of a self-play game, in [0, 1].
-        merge_sides: the owner planes do not tell the agent's patches from the opponent's (`agent_planes`).
-    """
-    planes = agent_planes(owner, agent, region, final_phase, merge_sides)
-    g = owner.shape[-1]
-    step = step_fraction.to(planes.dtype).view(-1, 1, 1, 1).expand(-1, 1, g, g)
-    state = torch.cat([planes, step], dim=1)
-    taken = owner != 0
-    if mode == "features":
-        return torch.cat([base.masked_fill(taken[:, None], 0.0), state], dim=1)
-    h, w = base.shape[-2:]
-    return torch.cat([blank_patches(base, taken), upsample_patches(state, h, w)], dim=1)

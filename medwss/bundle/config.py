@@ -117,6 +117,7 @@ def load_config(bundle: str | Path, files: Sequence[str | Path], overrides: dict
         parser.read_config([str(p) for p in paths])
     except Exception as err:  # yaml/json errors carry their own types; all mean an unreadable config
         raise MedwssError(paths[-1] if paths else root, f"cannot read config: {str(err).splitlines()[0]}") from None
+    parser.set(anchor_macros(parser.get(), root))
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parent = key.rsplit("#", 1)[0] if "#" in key else None
@@ -124,6 +125,42 @@ def load_config(bundle: str | Path, files: Sequence[str | Path], overrides: dict
             raise MedwssError("--set", f"no config entry {parent!r} to set {key!r} in")
         parser[key] = value
     return parser
+
+
+def anchor_macros(config: Any, root: Path) -> Any:
+    """``config`` with each ``%file#id`` macro whose file path is relative made absolute under the bundle ``root``.
+
+    MONAI reads a macro's file relative to the current folder, as its model zoo runs a bundle from the bundle folder
+    (``python -m monai.bundle run --config_file configs/inference.yaml``); medwss reads a bundle from anywhere, so it
+    reads the macros as if run from there (``inference.yaml`` includes ``models/inference_parts.json`` so).
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import ID_SEP_KEY, MACRO_KEY
+
+    if isinstance(config, dict):
+        return {k: anchor_macros(v, root) for k, v in config.items()}
+    if isinstance(config, list):
+        return [anchor_macros(v, root) for v in config]
+    if isinstance(config, str) and config.startswith(MACRO_KEY):
+        path, ids = ConfigParser.split_path_id(config[len(MACRO_KEY) :])
+        if path and not Path(path).is_absolute():
+            return f"{MACRO_KEY}{root / path}" + (f"{ID_SEP_KEY}{ids}" if ids else "")
+    return config
+
+
+def macro_files(config: Any) -> list[Path]:
+    """The files the ``%file#id`` macros of ``config`` read, in order of appearance, each once."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import MACRO_KEY
+
+    if isinstance(config, dict):
+        config = list(config.values())
+    if isinstance(config, list):
+        return list(dict.fromkeys(f for v in config for f in macro_files(v)))
+    if isinstance(config, str) and config.startswith(MACRO_KEY):
+        path = ConfigParser.split_path_id(config[len(MACRO_KEY) :])[0]
+        return [Path(path)] if path else []
+    return []
 
 
 def stages_of(bundle: str | Path) -> list[str]:
@@ -182,6 +219,10 @@ def load_inference(
         raise MedwssError(config, "bundle has no inference config")
     parser = ConfigParser()
     parser.read_config(str(config))
+    parser.set(anchor_macros(parser.get(), root))
+    for part in macro_files(parser.get()):  # models/inference_parts.json: written with the agent's weights
+        if not part.is_file():
+            raise MedwssError(part, "no trained weights: train the bundle first (medwss train BUNDLE)")
     parser["bundle_root"] = str(root)
     parser["method"] = method
     for key, value in (overrides or {}).items():

@@ -1,4 +1,5 @@
-"""The self-play stage of a bundle: cache detector scores per slice, train the agent, export ``models/model.pt``.
+"""The self-play stage of a bundle: cache detector scores per slice, train the agent, export ``models/model.pt`` and
+the network and game rules ``inference.yaml`` includes (``bundle.export``).
 
 Layered on the detector stage (``common.yaml`` + ``train_detector.yaml`` + ``train_selfplay.yaml``): it rebuilds the
 detector from ``detector#network_def``, loads ``models/detector.pt``, scores every training slice once (the game
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from medwss.bundle.config import parsed
+from medwss.bundle.export import write_inference_parts
 from medwss.bundle.scoring import bundle_scorer, scoring_settings
 from medwss.bundle.stages import git_commit, stage_device, stage_slices, training_regions, write_json_atomic
 from medwss.errors import MedwssError
@@ -86,7 +88,8 @@ def slice_inputs(detector, images: torch.Tensor, region_pixels: torch.Tensor | N
 def train_selfplay_stage(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
-    """Train the RLSP agent by prioritised fictitious self-play; export ``models/model.pt`` + ``models/policy.json``."""
+    """Train the RLSP agent by prioritised fictitious self-play; export ``models/model.pt``, the provenance note
+    ``models/policy.json`` and the config nodes inference includes (``models/inference_parts.json``)."""
     from medwss.data.splits import patient_split
     from medwss.detector.features import DetectorEncoder, agent_features
     from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
@@ -185,5 +188,6 @@ def train_selfplay_stage(
         },
     }
     write_json_atomic(note, root / "models" / "policy.json")
+    write_inference_parts(root / "models", policy.config, rules, planes)
     distributed.barrier()
     return note

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from medwss.game.observation import observe
+from medwss.game.observation import ObservationMode, build_observation
 from medwss.game.record import EndReason, GameRecord, Move, Phase
 from medwss.game.rules import GameRules
 
@@ -168,10 +168,32 @@ class BatchedGame:
         """
         return self._mask.clone()
 
-    def observation(self, images: torch.Tensor | None = None, agent: torch.Tensor | None = None) -> torch.Tensor:
-        """Policy input for `agent` (default: the current one); see `medwss.game.observation.observe`."""
+    def step_fraction(self) -> torch.Tensor:
+        """(B,) turn / turns of a self-play game, in [0, 1]; alone, a turn is one pick of a, so it reads the same."""
+        return (self.turn.float() / self.rules.turn_limit(single_agent=False)).clamp(max=1.0)
+
+    def observation(
+        self,
+        base: torch.Tensor | None = None,
+        agent: torch.Tensor | None = None,
+        mode: ObservationMode = "pixels",
+        merge_sides: bool = False,
+    ) -> torch.Tensor:
+        """Policy input of every game for `agent` (default: the one to move), by `game.observation.build_observation`,
+        the builder self-play trains on: (B, K + STATE_PLANES, ., .), or the state planes (B, STATE_PLANES, G, G)
+        without `base`.
+
+        Args:
+            base: (B, K, ., .) what the agent sees of each slice: "pixels" images or "features" at G x G.
+            mode, merge_sides: as the policy was trained (`AgentPolicy.observation`, `.merge_sides`).
+        """
         who = self.agent if agent is None else agent
-        return observe(images, self.owner, who, self.region, self.phase == Phase.FINAL)
+        if base is None:
+            g = self.rules.grid_size
+            base = torch.zeros(self.batch_size, 0, g, g, device=self.device)
+        return build_observation(
+            base, self.owner, who, self.region, self.phase == Phase.FINAL, self.step_fraction(), mode, merge_sides
+        )
 
     def take_rewards(self) -> torch.Tensor:
         """(B, 2) float32 rewards of a and b since the previous call (or reset); clears them."""

@@ -1,7 +1,9 @@
 """One RLSP game as a PettingZoo AEC environment, for tools that speak PettingZoo and for step-by-step checks.
 
 The rules live in `BatchedGame`; this wrapper runs it with B = 1 and only translates to PettingZoo's dicts, so
-the two cannot disagree. Training uses `BatchedGame` directly: this wrapper is about 100x slower.
+the two cannot disagree. Observations come from `game.observation.build_observation`, the builder self-play trains
+the policies on, so a trained agent (`agents.policy.AgentPolicy`) plays here as it does in `medwss segment`.
+Training uses `BatchedGame` directly: this wrapper is about 100x slower.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 
 from medwss.game.engine import BatchedGame
-from medwss.game.observation import PLANES
+from medwss.game.observation import STATE_PLANES, ObservationMode, check_mode
 from medwss.game.record import AGENT_NAMES, EndReason, GameRecord
 from medwss.game.rules import GameRules
 
@@ -30,18 +32,23 @@ class PatchGameEnv(AECEnv):
     """RLSP patch game for two agents ("agent_a" moves first) or, with `single_agent`, agent a alone.
 
     Observation per agent: {"observation": float32 Box, "action_mask": int8 Box (G*G + 1,)}. The observation is
-    the image with taken patches blanked plus the planes of `medwss.game.observation.PLANES` seen from that agent,
-    (C + 4, H, W); without an image only the planes, (4, G, G). Agents never see detector scores (RLSP §3.2).
-    A game that ends by the step limit is a truncation, any other end a termination.
+    the policy input of `medwss.game.observation.build_observation` seen from that agent: the image with taken
+    patches blanked plus the `STATE_PLANES` (owner planes and step fraction), (C + STATE_PLANES, H, W); without an
+    image only the planes, (STATE_PLANES, G, G). Agents never see detector scores (RLSP §3.2). A game that ends by
+    the step limit is a truncation, any other end a termination.
 
     Args:
         scores: (G, G) detector scores in [0, 1]; may instead come with each reset as options["scores"].
         rules: game rules (default `GameRules()`).
-        image: optional (C, H, W) image the agents see, H and W multiples of G; or options["image"].
+        image: optional (C, H, W) what the agents see of the slice, H and W multiples of G; or options["image"]. For a
+            trained agent, its `agents.inputs.observation_base` row: the slice at G*p pixels ("pixels"), or the
+            features at G x G ("features", e.g. `SelfPlayInferer.agent_base`).
         region: optional (G, G) bool legal region; or options["region"].
         image_shape: (C, H, W) of the images to come when none is given here; fixes the observation space.
         single_agent: only agent a plays (inference, threshold baseline).
         render_mode: None or "rgb_array".
+        mode: how `image` is blanked, as the agent's policy was trained (`AgentPolicy.observation`).
+        merge_sides: the owner planes do not tell who took a patch (`AgentPolicy.merge_sides`).
     """
 
     metadata = {"name": "medwss_patch_game_v0", "render_modes": ["rgb_array"], "is_parallelizable": False}
@@ -56,10 +63,14 @@ class PatchGameEnv(AECEnv):
         image_shape: tuple[int, int, int] | None = None,
         single_agent: bool = False,
         render_mode: str | None = None,
+        mode: ObservationMode = "pixels",
+        merge_sides: bool = False,
     ) -> None:
         super().__init__()
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_mode(mode)
+        self.mode, self.merge_sides = mode, bool(merge_sides)
         self.rules = rules if rules is not None else GameRules()
         self.render_mode = render_mode
         self.single_agent = single_agent
@@ -71,7 +82,7 @@ class PatchGameEnv(AECEnv):
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         if self.image_shape is None and self._image is not None:
             self.image_shape = tuple(self._image.shape)
-        g, n_planes = self.rules.grid_size, len(PLANES)
+        g, n_planes = self.rules.grid_size, STATE_PLANES
         if self.image_shape is None:
             low, high = np.zeros((n_planes, g, g), np.float32), np.ones((n_planes, g, g), np.float32)
         else:
@@ -116,6 +127,9 @@ class PatchGameEnv(AECEnv):
             raise ValueError(f"image of shape {self.image_shape} expected by the observation space, got {got}")
         if self.image_shape is None and self._image is not None:
             raise ValueError("an image needs `image=` or `image_shape=` at construction (it fixes the space)")
+        g = self.rules.grid_size
+        if self.mode == "features" and self._image is not None and tuple(self._image.shape[-2:]) != (g, g):
+            raise ValueError(f"features are seen at the grid, {g}x{g}, got {tuple(self._image.shape)}")
         if self._region is not None and not bool(self._region.any()):
             raise ValueError("the legal region is empty: there is no game to play")
         region = None if self._region is None else self._region[None]
@@ -132,7 +146,7 @@ class PatchGameEnv(AECEnv):
         """The agent's view; its action mask is all zero unless it is the one to move (PettingZoo classic)."""
         who = torch.tensor([self.possible_agents.index(agent)])
         images = None if self._image is None else self._image[None]
-        observation = self.game.observation(images, agent=who)[0].numpy()
+        observation = self.game.observation(images, who, self.mode, self.merge_sides)[0].numpy()
         mask = np.zeros(self.rules.action_count, dtype=np.int8)
         if agent == self.agent_selection and not (self.terminations[agent] or self.truncations[agent]):
             mask[:] = self.game.action_mask()[0].numpy()

@@ -1,15 +1,30 @@
-"""What an agent sees: the image with taken patches blanked, plus owner planes from its own point of view.
+"""What an agent sees: the image (or its features) with taken patches blanked, plus the game state planes.
 
 Agents never see detector scores (RLSP §3.2): they must learn where the ROI is from the image itself, and the
 planes are relative to the acting agent ("mine", "theirs") so one policy network can play either seat.
+
+`build_observation` is the one builder of policy inputs: self-play training, inference (`selfplay.rollout`), replays
+and the PettingZoo env (`game.env`) all call it, so an agent trained in one plays in the others.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
 PLANES: tuple[str, ...] = ("mine", "theirs", "outside_region", "final_phase")
 """Names of the planes `agent_planes` returns, in channel order."""
+STATE_PLANES = len(PLANES) + 1
+"""Planes added to the image channels: the owner planes of `PLANES` and the step fraction."""
+
+ObservationMode = Literal["pixels", "features"]
+OBSERVATION_MODES: tuple[str, ...] = ("pixels", "features")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in OBSERVATION_MODES:
+        raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {mode!r}")
 
 
 def agent_planes(
@@ -57,16 +72,36 @@ def blank_patches(images: torch.Tensor, taken: torch.Tensor, fill: float = 0.0) 
     return images.masked_fill(hidden, fill)
 
 
-def observe(
-    images: torch.Tensor | None,
+def build_observation(
+    base: torch.Tensor,
     owner: torch.Tensor,
     agent: torch.Tensor,
     region: torch.Tensor,
     final_phase: torch.Tensor,
+    step_fraction: torch.Tensor,
+    mode: ObservationMode,
+    merge_sides: bool = False,
 ) -> torch.Tensor:
-    """The policy input: (B, C + 4, H, W) blanked image + upsampled planes, or (B, 4, G, G) planes without image."""
-    planes = agent_planes(owner, agent, region, final_phase)
-    if images is None:
-        return planes
-    blanked = blank_patches(images.to(torch.float32), owner != 0)
-    return torch.cat([blanked, upsample_patches(planes, images.shape[-2], images.shape[-1])], dim=1)
+    """Policy input (n, base channels + STATE_PLANES, ...) of n games from `agent`'s point of view.
+
+    Args:
+        base: (n, K, ., .) rows of `agents.inputs.observation_base` for these games: "pixels" images (K = C,
+            H and W multiples of G) or "features" (K = F, at G x G); K may be 0 (the state planes alone).
+        owner: (n, G, G) integer, 0 free, 1 taken by a, 2 taken by b.
+        agent: (n,) whose point of view.
+        region: (n, G, G) bool legal region.
+        final_phase: (n,) bool.
+        step_fraction: (n,) float, turn / turns of a self-play game, in [0, 1].
+        mode: "pixels" blanks taken patches' pixels and upsamples the planes to the image; "features" zeroes taken
+            patches' features at G x G.
+        merge_sides: the owner planes do not tell the agent's patches from the opponent's (`agent_planes`).
+    """
+    planes = agent_planes(owner, agent, region, final_phase, merge_sides)
+    g = owner.shape[-1]
+    step = step_fraction.to(planes.dtype).view(-1, 1, 1, 1).expand(-1, 1, g, g)
+    state = torch.cat([planes, step], dim=1)
+    taken = owner != 0
+    if mode == "features":
+        return torch.cat([base.float().masked_fill(taken[:, None], 0.0), state], dim=1)
+    h, w = base.shape[-2:]
+    return torch.cat([blank_patches(base.float(), taken), upsample_patches(state, h, w)], dim=1)

@@ -21,6 +21,7 @@ import torch
 from monai.utils import set_determinism
 
 from medwss.bundle.config import parsed
+from medwss.bundle.export import write_inference_parts
 from medwss.bundle.stages import git_commit, write_json_atomic
 from medwss.errors import MedwssError
 from medwss.runtime.progress import ProgressTask
@@ -142,7 +143,8 @@ def class_masks(masks: list, games, size: int) -> torch.Tensor:
 def train_photo_selfplay(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
-    """Train the RLSP agent on (image, labelled class) games; export ``models/model.pt`` + ``models/policy.json``."""
+    """Train the RLSP agent on (image, labelled class) games; export ``models/model.pt``, ``models/policy.json`` and
+    ``models/inference_parts.json`` (``bundle.export``)."""
     from medwss.bundle.selfplay_stage import game_rules
     from medwss.detector.features import DetectorEncoder
     from medwss.inference.photo import class_games, class_scores, named_prior
@@ -201,4 +203,5 @@ def train_photo_selfplay(
         },
     }
     write_json_atomic(note, root / "models" / "policy.json")
+    write_inference_parts(root / "models", policy.config, rules)
     return note

@@ -20,11 +20,8 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     Raises:
         MedwssError: unreadable scan, a slice outside it, a bundle without a trained agent.
     """
-    from medwss.agents.inputs import build_observation
     from medwss.data.transforms import process_volume
     from medwss.game.engine import BatchedGame
-    from medwss.game.record import Phase
-    from medwss.selfplay.rollout import step_fraction
     from medwss.viz.overlay import RAS
     from medwss.viz.replay import draw_replay
 
@@ -48,16 +45,7 @@ def replay_slice(segmenter, scan: Path, slice_z: int, out_png: Path, prior: Path
     region_g = None if scored.region is None else scored.region.to(segmenter.device)
     game = BatchedGame(inferer.rules, scores.to(segmenter.device), region_g, record=True)
     while not bool(game.done.all()):
-        obs = build_observation(
-            base,
-            game.owner,
-            game.agent,
-            game.region,
-            game.phase == Phase.FINAL,
-            step_fraction(game),
-            policy.observation,
-            policy.merge_sides,
-        )
+        obs = game.observation(base, mode=policy.observation, merge_sides=policy.merge_sides)
         actions = policy.act(obs, game.action_mask(), deterministic=True)[0]
         game.step(actions)
     centre = one[0, one.shape[1] // 2]

@@ -74,16 +74,11 @@ class Rollout:
         return self.winner == self.learner_seat
 
 
-def step_fraction(game: BatchedGame) -> torch.Tensor:
-    """(B,) turn / turns of a self-play game, in [0, 1]; alone, a turn is one pick of a, so it reads the same."""
-    return (game.turn.float() / game.rules.turn_limit(single_agent=False)).clamp(max=1.0)
-
-
 def _inputs(policy: AgentPolicy, base: torch.Tensor, game: BatchedGame, rows: torch.Tensor) -> torch.Tensor:
     """Observations of games `rows` from the point of view of the agent to move."""
     final = game.phase[rows] == Phase.FINAL
     return build_observation(
-        base[rows], game.owner[rows], game.agent[rows], game.region[rows], final, step_fraction(game)[rows],
+        base[rows], game.owner[rows], game.agent[rows], game.region[rows], final, game.step_fraction()[rows],
         policy.observation, policy.merge_sides,
     )  # fmt: skip
 
@@ -146,7 +141,7 @@ def play_selfplay_games(
                 t = stored[rows]
                 owner[t, rows] = game.owner[rows]
                 final_phase[t, rows] = game.phase[rows] == Phase.FINAL
-                fraction[t, rows] = step_fraction(game)[rows]
+                fraction[t, rows] = game.step_fraction()[rows]
                 masks[t, rows], actions[t, rows] = mask[rows], chosen
                 logprobs[t, rows], values[t, rows] = logprob, value
                 stored[rows] += 1

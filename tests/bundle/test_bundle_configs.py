@@ -34,7 +34,7 @@ def test_schema_rejects_metadata_without_network_data_format(tmp_path):
 @pytest.mark.parametrize(
     "name", [b for b in BUNDLES if (REPO / "bundles" / b / "configs" / "inference.yaml").is_file()]
 )
-def test_inference_config_passes_monai_infer_property_check(name, tmp_path):
+def test_inference_config_passes_monai_infer_property_check(name, tmp_path, monkeypatch):
     from monai.bundle import ConfigWorkflow
 
     from tests.bundle.fixtures import write_tiny_prostate
@@ -47,6 +47,7 @@ def test_inference_config_passes_monai_infer_property_check(name, tmp_path):
     priors.mkdir()
     (case / "t2_anatomy_reader1.nii.gz").rename(priors / "p0.nii.gz")
     configs = REPO / "bundles" / name / "configs"
+    monkeypatch.chdir(configs.parent)  # MONAI reads the %models/... includes from the current folder
     workflow = ConfigWorkflow(
         config_file=str(configs / "inference.yaml"),
         meta_file=str(configs / "metadata.json"),
@@ -62,18 +63,13 @@ def test_inference_config_passes_monai_infer_property_check(name, tmp_path):
 @pytest.mark.parametrize(
     "name", [b for b in BUNDLES if (REPO / "bundles" / b / "configs" / "inference.yaml").is_file()]
 )
-def test_inference_network_matches_training(name):
+def test_inference_data_settings_match_training(name):
+    """The slices inference cuts are those training saw (the agent's network and rules come from training itself,
+    ``models/inference_parts.json``)."""
     configs = REPO / "bundles" / name / "configs"
     inference = yaml.safe_load((configs / "inference.yaml").read_text())
-    training = yaml.safe_load((configs / "train_selfplay.yaml").read_text())["selfplay"]["training"]
     common = yaml.safe_load((configs / "common.yaml").read_text())
     detector = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
-    net = inference["network_def"]
-    assert net["observation"] == training["observation"]
-    assert net["channels"] == training["channels"] and net["num_res_units"] == training["num_res_units"]
-    planes = yaml.safe_load((configs / "train_selfplay.yaml").read_text())["selfplay"].get("agent_planes") or []
-    assert net["in_channels"] == 2 * detector["width"] + len(planes)
-    assert (inference.get("agent_planes") or []) == planes
     assert inference["grid_size"] == common["grid_size"]
     assert inference["working_size"] == common["data"]["working_size"]
     assert inference["preset"] == common["data"]["preset"] and inference["region"] == common["data"]["region"]
@@ -98,15 +94,3 @@ def test_inference_detector_matches_training(name):
     training = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
     for key in ("num_classes", "width", "coord_channels", "pooling"):
         assert inference[key] == training[key], key
-
-
-@pytest.mark.parametrize("name", BUNDLES)
-def test_inference_rules_match_the_shipped_agent(name):
-    """inference.yaml states the game the shipped agent learned: its grid and its (calibrated) ROI threshold."""
-    bundle = REPO / "bundles" / name
-    rules = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())["rules"]
-    trained = json.loads((bundle / "models" / "policy.json").read_text())
-    assert trained["roi_calibration"]["roi_threshold"] == "auto"
-    assert rules["roi_threshold"] == pytest.approx(trained["rules"]["roi_threshold"], abs=5e-5)
-    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
-    assert common["grid_size"] == trained["rules"]["grid_size"]

@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from medwss.agents.policy import AgentPolicy
+from medwss.bundle.config import load_inference, parsed
 from medwss.bundle.stages import train_stage
 from medwss.errors import MedwssError
+from medwss.game.rules import GameRules
+from medwss.inference.inferer import METHODS
 from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
 
 SMALL = {
@@ -37,7 +40,7 @@ def test_selfplay_needs_a_trained_detector(tmp_path, data_root):
         train_stage(bundle, "selfplay", overrides={**tiny_overrides(data_root), **SMALL}, run_dir=tmp_path / "r")
 
 
-def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
+def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root, monkeypatch):
     bundle = tiny_bundle(tmp_path)
     overrides = {**tiny_overrides(data_root), **SMALL}
     train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
@@ -54,6 +57,16 @@ def test_selfplay_stage_trains_and_exports_a_policy(tmp_path, data_root):
     # The agent sees the trunk features plus the bundle's extra planes, on a board with merged sides.
     assert saved["agent_planes"] == ["prior", "gate", "scores"] and saved["policy"]["merge_sides"] is True
     assert saved["policy"]["in_channels"] == 16 * 2 + 3
+    # What inference needs, as config nodes beside the weights; inference.yaml includes them (MONAI's %file#id
+    # macro), read relative to the bundle whatever the current folder.
+    parts = json.loads((bundle / "models" / "inference_parts.json").read_text())
+    assert parts["network_def"] == {"_target_": "medwss.agents.policy.AgentPolicy", **saved["policy"]}
+    assert parts["rules"] == {"_target_": "medwss.game.rules.GameRules", **saved["rules"]}
+    assert parts["agent_planes"] == saved["agent_planes"]
+    monkeypatch.chdir(tmp_path)
+    _, parser, network = load_inference(bundle, "rlsp", METHODS)
+    assert network.config == saved["policy"] and parsed(parser, "rules") == GameRules(**saved["rules"])
+    assert parsed(parser, "agent_planes") == saved["agent_planes"]
     assert note["metrics"]["iterations"] == 4
     tags = {k for line in (run / "metrics.jsonl").open() for k in json.loads(line)}
     assert {"losses/policy", "game/win_rate", "pool/size", "val/dice"} <= tags

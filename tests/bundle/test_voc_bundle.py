@@ -73,10 +73,9 @@ def test_provenance_notes_match_the_training_configs():
     for key, value in selfplay["rules"].items():
         assert policy["rules"][key] == value, key
     inference = configs["inference"]
-    assert inference["rules"]["roi_threshold"] == policy["rules"]["roi_threshold"]
     # the inferer plays on the game scores the agent was trained on
     assert inference["inferer"]["position_prior"] == policy["position_prior"] == selfplay["position_prior"]
-    assert inference["rules"]["grid_size"] == "@grid_size" and policy["rules"]["grid_size"] == common["grid_size"]
+    assert policy["rules"]["grid_size"] == common["grid_size"]
 
 
 def test_bundle_docs_name_the_data_licence_and_commands():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medwss.game.engine import BatchedGame
+from medwss.game.observation import STATE_PLANES
 from medwss.game.record import EndReason, Phase
 from medwss.game.rules import GameRules
 from tests.game.cases import CASES, Case, resolve
@@ -141,10 +142,11 @@ def test_observation_blanks_taken_patches() -> None:
     game.step(torch.tensor([0]))  # a takes the top-left patch; b to move
     images = torch.ones(1, 3, 4, 4)
     obs = game.observation(images)
-    assert obs.shape == (1, 3 + 4, 4, 4) and obs.dtype == torch.float32
+    assert obs.shape == (1, 3 + STATE_PLANES, 4, 4) and obs.dtype == torch.float32
     assert obs[0, :3, :2, :2].eq(0).all() and obs[0, :3, 2:, :].eq(1).all()
     assert obs[0, 3, :2, :2].eq(0).all() and obs[0, 4, :2, :2].eq(1).all()  # b's view: "theirs", not "mine"
     planes = game.observation(agent=torch.tensor([0]))
-    assert planes.shape == (1, 4, 2, 2) and planes[0, 0, 0, 0] == 1
+    assert planes.shape == (1, STATE_PLANES, 2, 2) and planes[0, 0, 0, 0] == 1
+    assert obs[0, -1].eq(0.0).all()  # the step plane: a picked, but no turn (a, then b) is complete
     with pytest.raises(ValueError, match="multiple"):
         game.observation(torch.ones(1, 1, 5, 5))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from pettingzoo.test import api_test
 
 from medwss.game.env import PatchGameEnv
+from medwss.game.observation import STATE_PLANES
+from medwss.game.record import EndReason
 from medwss.game.rules import GameRules
+from medwss.inference.segment import Segmenter
+from medwss.selfplay.rollout import play_alone
 from tests.game.cases import CASES, S2, Case, resolve
 from tests.game.test_engine import make_game
 
@@ -70,7 +76,7 @@ def test_reset_options_and_errors() -> None:
         env.reset(options={"scores": np.array(S2)})
     env.reset(options={"scores": np.array(S2), "image": np.full((1, 4, 4), 2.0)})
     obs, *_ = env.last()
-    assert obs["observation"].shape == (1 + 4, 4, 4) and obs["observation"][0].max() == 2.0
+    assert obs["observation"].shape == (1 + STATE_PLANES, 4, 4) and obs["observation"][0].max() == 2.0
     env.step(0)
     obs_b = env.observe("agent_b")
     assert obs_b["observation"][0, :2, :2].max() == 0.0  # b sees a's patch blanked
@@ -82,3 +88,40 @@ def test_reset_options_and_errors() -> None:
         env.reset(options={"region": np.zeros((2, 2), dtype=bool)})
     with pytest.raises(ValueError, match="render_mode"):
         PatchGameEnv(render_mode="human")
+
+
+def test_a_shipped_bundle_agent_plays_an_episode_in_the_env() -> None:
+    """The prostate bundle's trained agent plays a whole game alone in the env, on the inputs `medwss segment`
+    gives it, and takes the patches it takes there (one observation builder for training, inference and the env)."""
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "prostate"
+    segmenter = Segmenter(bundle)
+    inferer, policy = segmenter.inferer, segmenter.network
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    body = ((yy - 64) ** 2 + (xx - 60) ** 2 < 50**2).float()
+    gland = ((yy - 70) ** 2 + (xx - 66) ** 2 < 12**2).float()
+    volume = (0.3 * body + 0.4 * gland)[None, :, :, None]  # (C, H, W, Z): one preprocessed MR slice
+    slices, region = inferer.slices_and_region(volume)
+    scored = inferer.scorer.score(slices, region)
+    base = inferer.agent_base(slices, scored, policy)  # (1, 35, G, G): trunk features + the agent planes
+    assert base.shape[1] == policy.config["in_channels"]
+
+    env = PatchGameEnv(
+        scored.scores[0], inferer.rules, base[0], scored.region[0], single_agent=True,
+        mode=policy.observation, merge_sides=policy.merge_sides,
+    )  # fmt: skip
+    env.reset()
+    steps = 0
+    while env.agents:
+        obs, _, terminated, truncated, _ = env.last()
+        if terminated or truncated:
+            env.step(None)
+            continue
+        observation = torch.from_numpy(obs["observation"])[None]
+        mask = torch.from_numpy(obs["action_mask"]).bool()[None]
+        env.step(int(policy.act(observation, mask, deterministic=True)[0]))
+        steps += 1
+    assert env.record().end_reason == EndReason.TERMINATED  # the agent called termination itself
+    # agent a alone, as `SelfPlayInferer` plays it (its per-step stopping rule): the same patches, step for step
+    expected = play_alone(policy, None, scored.scores, scored.region, inferer.rules, base=base, stopping="step")
+    assert torch.equal(env.game.segmentation(), expected)
+    assert steps == int(env.game.turn[0]) + 1 and int(expected.sum()) == steps - 1  # its patches, then TERMINATE

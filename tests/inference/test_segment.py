@@ -207,7 +207,8 @@ def test_monai_bundle_run_segments_a_folder_like_medwss_segment(tmp_path, traine
     out = tmp_path / "bundle_run"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.yaml"),
            "--bundle_root", str(bundle), "--dataset_dir", str(scans), "--output_dir", str(out), "--method", "rlsp"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    # in the bundle folder, as MONAI's model zoo runs bundles: MONAI reads the %models/... includes from there
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, cwd=bundle)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = api.segment([scans], tmp_path / "medwss", bundle=bundle, method="rlsp")
     assert sorted(p.name for p in out.iterdir()) == ["p0.nii.gz", "p1.nii.gz"]
@@ -235,3 +236,42 @@ def test_shipped_liver_bundle_keeps_its_mask_inside_the_prior_on_the_scan_grid(t
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     liver = sitk.GetArrayFromImage(sitk.ReadImage(str(prior))) > 0
     assert mask.any() and not (mask & ~liver).any()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.skipif(not LIVER.is_dir(), reason=f"real data folder {LIVER} not found")
+def test_liver_bundle_with_a_prior_gives_one_mask_by_every_route(tmp_path):
+    """`medwss segment --roi-mask` and `python -m monai.bundle run --prior_dir` give the same mask, voxel for voxel,
+    on the scan's grid: one preprocessing and one postprocessing (``ClipToPriord``) for both. (MONAI Label wraps the
+    same Segmenter; tests/label checks it against `medwss segment` on this scan and prior.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumour"
+    scans, priors, out = tmp_path / "scans", tmp_path / "priors", tmp_path / "bundle_run"
+    scans.mkdir(), priors.mkdir()
+    # 16 full-size slices through the tumours of IRCADb 01 (512 x 512: the working grid's clip alone would leak)
+    for source, target in ((LIVER / "imagesTr" / "ircadb01_01.nii.gz", scans),
+                           (LIVER / "labelsTr" / "ircadb01_01" / "liver.nii.gz", priors)):  # fmt: skip
+        sitk.WriteImage(sitk.ReadImage(str(source))[:, :, 60:76], str(target / "ircadb01_01.nii.gz"))
+    scan, prior = scans / "ircadb01_01.nii.gz", priors / "ircadb01_01.nii.gz"
+
+    cli = tmp_path / "cli.nii.gz"
+    result = CliRunner().invoke(
+        app, ["segment", str(scan), "-o", str(cli), "--bundle", str(bundle), "--roi-mask", str(prior), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--bundle_root",
+           str(bundle), "--dataset_dir", str(scans), "--prior_dir", str(priors), "--output_dir", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=bundle)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    _same_geometry(scan, out / "ircadb01_01.nii.gz")
+    _same_geometry(scan, cli)
+    mine = sitk.GetArrayFromImage(sitk.ReadImage(str(cli)))
+    theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ircadb01_01.nii.gz")))
+    np.testing.assert_array_equal(theirs, mine)
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(prior))) > 0
+    assert mine.any() and not (mine.astype(bool) & ~liver).any()
