@@ -47,12 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import detector as detector_bench  # noqa: E402  (benchmarks/detector.py: data, folds, CAM evaluation)
 
 from medwss.agents.threshold import threshold_segment  # noqa: E402
-from medwss.bundle.config import load_config, stage_config_file  # noqa: E402
 from medwss.bundle.data import SliceTensors  # noqa: E402
 from medwss.bundle.selfplay_stage import calibrated_roi_threshold, game_rules, slice_inputs  # noqa: E402
 from medwss.detector.features import DetectorEncoder  # noqa: E402
 from medwss.metrics.patches import oracle_patch_mask, patches_to_pixels  # noqa: E402
 from medwss.refinement.training import RefinementSettings, refine, train_refiner  # noqa: E402
+from medwss.runtime.config import load_config, stage_config_file  # noqa: E402
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay  # noqa: E402
 from medwss.selfplay.rollout import play_alone  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Photo benchmarks (COCO sample, PASCAL VOC): RLSP vs Grad-CAM++ vs the single agent (0.8), held-out mIoU.
 
 ``--task coco`` (default). Data: the 144 COCO train2017 photos in ``shared/data/coco`` (see its README), all 80
-categories. The photo bundle's seeded image-level split (``medwss.inference.photo_training.photo_splits``, seed 0):
+categories. The photo bundle's seeded image-level split (``medwss.bundle.photo_stage.photo_splits``, seed 0):
 25 % held out (never trained on), 15 % of the rest validation, the rest training. The detector and agent are the
 shipped ``bundles/coco`` weights (``--train`` retrains them first with ``medwss train bundles/coco``); their notes
 must name the same held-out images, which is checked.
@@ -56,15 +56,15 @@ import torch
 import yaml
 
 from medwss.agents.policy import AgentPolicy
-from medwss.bundle.config import load_config, parse_overrides, stage_config_file, stages_of
+from medwss.bundle.photo_stage import load_photo_detector, stage_photos
 from medwss.bundle.selfplay_stage import game_rules
 from medwss.data.natural.classes import class_names
 from medwss.data.natural.dataset import resize_labels
 from medwss.inference.loading import load_weights
 from medwss.inference.photo import PhotoInferer, choose_gate_threshold, class_games, class_scores, merge_games
-from medwss.inference.photo_training import load_photo_detector, stage_photos
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.metrics.semantic import confusion_matrix, dice_from_confusion, miou_from_confusion
+from medwss.runtime.config import load_config, parse_overrides, stage_config_file, stages_of
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 from medwss.agents.threshold import threshold_segment
-from medwss.bundle.config import load_config, parsed, stage_config_file
 from medwss.bundle.scoring import scoring_settings
 from medwss.bundle.selfplay_stage import game_rules
 from medwss.bundle.stages import stage_slices, training_regions
@@ -66,6 +65,7 @@ from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.refinement.training import RefinementSettings, refine, train_refiner
+from medwss.runtime.config import load_config, parsed, stage_config_file
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
 from medwss.selfplay.rollout import play_alone
 

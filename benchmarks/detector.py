@@ -44,7 +44,7 @@ import torch
 from monai.utils import set_determinism
 
 from medwss.bundle.data import SliceTensors, build_slices, class_mask_files, weak_labels
-from medwss.data.regions import body_mask, region_at_grid
+from medwss.data.regions import body_mask
 from medwss.data.splits import contiguous_slabs
 from medwss.detector.cam import cam_maps, choose_cam_thresholds, slice_probabilities, threshold_maps
 from medwss.detector.network import build_detector
@@ -149,7 +149,7 @@ def evaluate_fold(model, val: SliceTensors, test: SliceTensors, task: str) -> di
     for grid in GRIDS:
         scores = score_patches(model, test.images, grid, region=region_t)
         labels = patch_labels(truth_t, grid, 0.5)
-        inside = region_at_grid(region_t, grid, 0.5)
+        inside = patch_labels(region_t, grid, 0.5)
         result["patch_auc_inside"][grid] = roc_auc(scores[inside], labels[inside])
         result["patch_auc_all"][grid] = roc_auc(scores, labels)
     # Grad-CAM++: thresholds on the validation patient, then applied once to the test patient.

@@ -53,12 +53,12 @@ from cohort import (  # noqa: E402
     to_pixels,
 )
 
-from medwss.bundle.config import parsed  # noqa: E402
 from medwss.bundle.stages import stage_slices, training_regions  # noqa: E402
 from medwss.detector.network import detector_members  # noqa: E402
 from medwss.detector.scoring import PatchScorer, position_prior  # noqa: E402
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings  # noqa: E402
 from medwss.metrics.patches import patch_labels, roc_auc  # noqa: E402
+from medwss.runtime.config import parsed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))

@@ -44,13 +44,13 @@ from medwss.agents.inputs import observation_base
 from medwss.agents.policy import AgentPolicy
 from medwss.agents.ppo import compute_returns
 from medwss.agents.threshold import threshold_segment
-from medwss.bundle.config import load_config, parsed, stage_config_file
 from medwss.bundle.selfplay_stage import game_rules, load_detector, slice_inputs
 from medwss.bundle.stages import stage_slices, training_regions
 from medwss.data.splits import patient_split
 from medwss.detector.features import DetectorEncoder
 from medwss.metrics.patches import patch_labels, patches_to_pixels
 from medwss.runtime.checkpoint import FINAL, load_checkpoint
+from medwss.runtime.config import load_config, parsed, stage_config_file
 from medwss.runtime.metric_log import MetricLog
 from medwss.selfplay.baselines import patch_mask_dice
 from medwss.selfplay.loop import SelfPlaySettings, ppo_update, train_selfplay

@@ -29,7 +29,7 @@ RESULTS = REPO / "benchmarks" / "results"
 READ_SLICES = """
 import json, sys
 from pathlib import Path
-from medwss.bundle.config import load_config, stage_config_file
+from medwss.runtime.config import load_config, stage_config_file
 from medwss.bundle.stages import stage_slices
 bundle = Path(sys.argv[1])
 parser = load_config(bundle, [stage_config_file(bundle, "detector")], {"dataset_dir": sys.argv[2]})

@@ -182,8 +182,8 @@ def train_bundle(
     Raises:
         MedwssError: bad bundle, config, override or data.
     """
-    from medwss.bundle.config import load_config, stages_of
     from medwss.bundle.stages import train_stage
+    from medwss.runtime.config import load_config, stages_of
     from medwss.runtime.device import resolve_device
     from medwss.runtime.distributed import distributed_run
     from medwss.runtime.progress import progress_task
@@ -225,7 +225,7 @@ def segment(
     With a slice-folder ``spec`` (``kind: slices``) the one input is the slice set's folder and ``out`` a folder:
     one PNG mask per slice, same size, under ``out`` as the images lie under the set (organ prior from the spec).
 
-    ``bundle`` is a folder or a name (``prostate``: ``medwss.bundle.config.find_bundle``), ``prostate`` when
+    ``bundle`` is a folder or a name (``prostate``: ``medwss.runtime.config.find_bundle``), ``prostate`` when
     None. Each mask is NIfTI on exactly its scan's grid; with
     ``overlay`` a PNG of the mask on the scan is written beside it. ``fmt`` ``dicom-seg`` writes a DICOM SEG
     referencing the source series instead (``<mask>.seg.dcm``; DICOM series inputs only, needs the ``dicom-seg``
@@ -403,9 +403,9 @@ def is_slice_spec(spec: str | Path | None) -> bool:
 def is_photo_bundle(bundle: str | Path) -> bool:
     """A photo bundle (``bundles/coco``, ``bundles/voc``, or its name): photos in, PNG label maps out; False for a
     bundle found nowhere, which is reported where the bundle is read (after the cheaper checks of the inputs)."""
-    from medwss.bundle.config import find_bundle
+    from medwss.bundle.photo_stage import is_photo_bundle as photo
     from medwss.errors import MedwssError
-    from medwss.inference.photo_training import is_photo_bundle as photo
+    from medwss.runtime.config import find_bundle
 
     try:
         return photo(find_bundle(bundle))
@@ -414,12 +414,12 @@ def is_photo_bundle(bundle: str | Path) -> bool:
 
 
 def default_bundle() -> Path:
-    """The prostate bundle, found by name (``medwss.bundle.config.bundle_search_path``).
+    """The prostate bundle, found by name (``medwss.runtime.config.bundle_search_path``).
 
     Raises:
         MedwssError: no ``prostate`` bundle where bundles are looked for.
     """
-    from medwss.bundle.config import DEFAULT_BUNDLE, bundle_dir_of
+    from medwss.runtime.config import DEFAULT_BUNDLE, bundle_dir_of
 
     return bundle_dir_of(DEFAULT_BUNDLE)
 

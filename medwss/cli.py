@@ -137,7 +137,7 @@ def train(
     processes; rank 0 writes checkpoints, metrics, progress and the exported models (docs/distributed.md).
     """
     from medwss import api
-    from medwss.bundle.config import parse_overrides
+    from medwss.runtime.config import parse_overrides
 
     _setup_logging(verbose)
     overrides = parse_overrides(set_ or [])

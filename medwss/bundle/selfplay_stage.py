@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from medwss.bundle.config import parsed
 from medwss.bundle.export import write_inference_parts
 from medwss.bundle.scoring import bundle_scorer, scoring_settings
 from medwss.bundle.stages import git_commit, stage_device, stage_slices, training_regions, write_json_atomic
 from medwss.errors import MedwssError
 from medwss.runtime import distributed
+from medwss.runtime.config import parsed
 from medwss.runtime.device import configure_threads
 from medwss.runtime.progress import ProgressTask
 

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
-from medwss.bundle.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
 from medwss.bundle.scoring import export_position_prior, scoring_settings
 from medwss.errors import MedwssError
 from medwss.runtime import distributed
 from medwss.runtime.atomic import atomic_output
+from medwss.runtime.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
 from medwss.runtime.device import resolve_device
 from medwss.runtime.interrupt import TrainingInterrupted, stopped_message
 from medwss.runtime.progress import ProgressTask
@@ -83,11 +83,11 @@ def train_stage(
     parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
     stage_dir = run_dir_for(root, parser, run_dir, stage)
     task = task or ProgressTask()
-    from medwss.inference.photo_training import is_photo_bundle
+    from medwss.bundle.photo_stage import is_photo_bundle
 
     # Photo bundles (bundles/coco, bundles/voc) have the same stages, over images instead of slices.
     if is_photo_bundle(root):
-        from medwss.inference.photo_training import train_photo_detector, train_photo_selfplay
+        from medwss.bundle.photo_stage import train_photo_detector, train_photo_selfplay
 
         runners = {"detector": train_photo_detector, "selfplay": train_photo_selfplay}
     else:

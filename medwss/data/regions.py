@@ -1,4 +1,4 @@
-"""Where an ROI may lie: a body mask from the image alone, and region membership of grid patches.
+"""Where an ROI may lie: a body mask from the image alone (on the game grid: ``metrics.patches.patch_labels``).
 
 Prostate MRI comes without an organ mask, yet most of a slice is air or coil background that can never hold the
 gland; a body mask lets the detector, the game and the benchmarks ignore it. The rule (``body_mask``) needs no
@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-
-from medwss.metrics.patches import patch_coverage
 
 
 def _slice_body(above: np.ndarray, closing_iterations: int) -> np.ndarray:
@@ -69,24 +67,3 @@ def body_mask(
     elif foreground.size:  # a constant non-background volume: all of it is body
         out = array > background
     return torch.from_numpy(out) if isinstance(images, torch.Tensor) else out
-
-
-def region_at_grid(
-    mask: np.ndarray | torch.Tensor, grid: int, min_coverage: float = 0.5
-) -> np.ndarray | torch.Tensor:
-    """Which patches of a G x G grid lie in a region: at least ``min_coverage`` of their pixels (and some) inside.
-
-    The grid convention is ``medwss.metrics.patches`` (row-major, H and W divisible by G).
-
-    Args:
-        mask: (B, H, W) or (H, W) bool region (body or organ mask).
-        grid: G.
-        min_coverage: in [0, 1]; 0 keeps every patch that touches the region.
-
-    Returns:
-        (B, G, G) or (G, G) bool, numpy or torch like ``mask``.
-    """
-    if not 0.0 <= min_coverage <= 1.0:
-        raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
-    coverage = patch_coverage(mask, grid)
-    return (coverage >= min_coverage) & (coverage > 0)

@@ -218,11 +218,11 @@ class PatchScorer:
     ) -> ScoredSlices:
         """Game scores with the parts they are made of and the legal patches (what the game and agents need);
         ``progress`` is told after each batch of slices of each pass."""
-        from medwss.data.regions import region_at_grid
+        from medwss.metrics.patches import patch_labels
 
         gate = self.slice_probabilities(slices, region, progress) if self.gate else None
         local = self.local_scores(slices, region, progress)
-        legal = None if region is None else torch.as_tensor(region_at_grid(region, self.grid_size)).bool()
+        legal = None if region is None else torch.as_tensor(patch_labels(region, self.grid_size)).bool()
         return ScoredSlices(self.combine(local, gate), local, gate, legal)
 
 

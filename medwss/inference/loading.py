@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import torch
 from monai.transforms import Compose, ConcatItemsd, MapTransform
 
 from medwss.errors import MedwssError
+from medwss.runtime.config import anchor_macros, bundle_dir_of, macro_files, parsed
 
 
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
@@ -23,6 +24,41 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
         raise MedwssError(p, "no trained weights: train the bundle first (medwss train BUNDLE)")
     network.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
     return network.eval()
+
+
+def load_inference(
+    bundle: str | Path, method: str, methods: Sequence[str], overrides: dict[str, Any] | None = None
+) -> tuple[Path, Any, Any]:
+    """A bundle's ``configs/inference.yaml`` set up for ``method``: (bundle folder, parser, agent or None).
+
+    The agent (``network_def`` + ``models/model.pt``) is loaded only for ``rlsp``: the baselines need the detector
+    alone. One place for every segmenter (volumes, photos), so they read bundles alike.
+
+    Raises:
+        MedwssError: unknown method, not a bundle, no inference config, untrained bundle.
+    """
+    from monai.bundle import ConfigParser
+
+    if method not in methods:
+        raise MedwssError("--method", f"unknown method {method!r} (use {', '.join(methods)})")
+    root = bundle_dir_of(bundle)
+    config = root / "configs" / "inference.yaml"
+    if not config.is_file():
+        raise MedwssError(config, "bundle has no inference config")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.set(anchor_macros(parser.get(), root))
+    for part in macro_files(parser.get()):  # models/inference_parts.json: written with the agent's weights
+        if not part.is_file():
+            raise MedwssError(part, "no trained weights: train the bundle first (medwss train BUNDLE)")
+    parser["bundle_root"] = str(root)
+    parser["method"] = method
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    network = None
+    if method == "rlsp":
+        network = load_weights(parsed(parser, "network_def"), root / "models" / "model.pt")
+    return root, parser, network
 
 
 def scan_datalist(folder: str | Path, prior_folder: str | Path | None = None) -> list[dict[str, str]]:

@@ -142,9 +142,10 @@ class PhotoSegmenter:
     """
 
     def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
-        from medwss.bundle.config import load_inference, parsed
         from medwss.data.natural.classes import class_names
+        from medwss.inference.loading import load_inference
         from medwss.inference.photo import METHODS
+        from medwss.runtime.config import parsed
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
         self.method = method

@@ -240,10 +240,10 @@ class Segmenter:
         allow_modality_mismatch: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
-        from medwss.bundle.config import load_inference, parsed
         from medwss.data.transforms import CheckScand
         from medwss.inference.inferer import METHODS
-        from medwss.inference.loading import WriteMaskd
+        from medwss.inference.loading import WriteMaskd, load_inference
+        from medwss.runtime.config import parsed
         from medwss.runtime.device import resolve_device
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
@@ -330,6 +330,6 @@ class Segmenter:
 
 def _config_device(parser) -> str:
     """The bundle config's ``device`` (a ``torch.device`` expression or a name), ``cpu`` when it has none."""
-    from medwss.bundle.config import parsed
+    from medwss.runtime.config import parsed
 
     return str(parsed(parser, "device", "cpu"))

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medwss.bundle import config
-from medwss.bundle.config import BUNDLES_ENV, bundle_dir_of, find_bundle
 from medwss.errors import MedwssError
+from medwss.runtime import config
+from medwss.runtime.config import BUNDLES_ENV, bundle_dir_of, find_bundle
 from tests.cli.helpers import assert_one_error_line, invoke
 
 SHIPPED = Path(__file__).resolve().parents[2] / "bundles"

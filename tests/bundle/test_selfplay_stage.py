@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from medwss.agents.policy import AgentPolicy
-from medwss.bundle.config import load_inference, parsed
 from medwss.bundle.stages import train_stage
 from medwss.errors import MedwssError
 from medwss.game.rules import GameRules
 from medwss.inference.inferer import METHODS
+from medwss.inference.loading import load_inference
+from medwss.runtime.config import parsed
 from tests.bundle.fixtures import tiny_bundle, tiny_overrides, write_tiny_prostate
 
 SMALL = {

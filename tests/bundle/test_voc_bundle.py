@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from medwss.bundle.config import load_config, parsed, stage_config_file, stages_of
+from medwss.runtime.config import load_config, parsed, stage_config_file, stages_of
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "voc"
@@ -43,7 +43,7 @@ def test_config_reads_the_voc_folder_and_split_settings():
 
 
 def test_shipped_weights_load_strictly_into_the_inference_networks():
-    from medwss.bundle.config import load_config as load
+    from medwss.runtime.config import load_config as load
 
     inference = load(BUNDLE, [BUNDLE / "configs" / "inference.yaml"])
     for key, weights in (("detector_def", "detector.pt"), ("network_def", "model.pt")):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medwss.data.regions import body_mask, region_at_grid
+from medwss.data.regions import body_mask
+from medwss.metrics.patches import patch_labels
 
 
 def _phantom() -> np.ndarray:
@@ -68,16 +69,16 @@ REGION = np.array([[1, 1, 1, 0], [1, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtyp
         (4, 0.5, REGION.tolist()),
     ],
 )
-def test_region_at_grid_by_hand(grid: int, min_coverage: float, expected: list) -> None:
-    out = region_at_grid(REGION[None], grid, min_coverage)
+def test_region_patches_on_a_grid_by_hand(grid: int, min_coverage: float, expected: list) -> None:
+    out = patch_labels(REGION[None], grid, min_coverage)
     assert out.shape == (1, grid, grid) and out.dtype == bool
     np.testing.assert_array_equal(out[0], expected)
-    as_tensor = region_at_grid(torch.from_numpy(REGION)[None], grid, min_coverage)
+    as_tensor = patch_labels(torch.from_numpy(REGION)[None], grid, min_coverage)
     assert isinstance(as_tensor, torch.Tensor)
     np.testing.assert_array_equal(as_tensor[0].numpy(), expected)
 
 
 @pytest.mark.parametrize(("grid", "min_coverage"), [(3, 0.5), (2, 1.5), (2, -0.1)])
-def test_region_at_grid_rejects_bad_arguments(grid: int, min_coverage: float) -> None:
+def test_region_patches_reject_bad_arguments(grid: int, min_coverage: float) -> None:
     with pytest.raises(ValueError):
-        region_at_grid(REGION[None], grid, min_coverage)
+        patch_labels(REGION[None], grid, min_coverage)

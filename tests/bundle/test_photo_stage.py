@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from medwss import api
+from medwss.bundle.photo_stage import is_photo_bundle, photo_splits
 from medwss.data.natural.voc import read_label_png
 from medwss.errors import MedwssError
 from medwss.inference.photo_segment import photo_output_paths
-from medwss.inference.photo_training import is_photo_bundle, photo_splits
 from tests.cli.helpers import assert_one_error_line, invoke
 from tests.data.natural_fixtures import write_coco_sample, write_jpeg
 

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
-from medwss.bundle.config import parsed
 from medwss.bundle.export import write_inference_parts
 from medwss.bundle.stages import git_commit, write_json_atomic
 from medwss.errors import MedwssError
+from medwss.runtime.config import parsed
 from medwss.runtime.progress import ProgressTask
 
 logger = logging.getLogger(__name__)
