@@ -173,6 +173,7 @@ def build_slices(
     mask_files: Mapping[str, Path] | None = None,
     patients: Sequence[str] | None = None,
     num_workers: int = 0,
+    crop_margin: int | None = None,
 ) -> SliceTensors:
     """Process the manifest's scans and return every labelled slice as tensors.
 
@@ -183,6 +184,8 @@ def build_slices(
         context: neighbouring slices per side as extra channels.
         mask_files: {image: class mask file} from ``class_mask_files``, for evaluation only.
         patients: only these patients (None: all).
+        crop_margin: crop in-plane to the organ prior's box plus this many pixels before resizing (``data#crop_margin``;
+            ``medwss.data.transforms.CropToPriord``); None keeps the whole field of view.
 
     Raises:
         MedwssError: anything the volume pipeline reports.
@@ -202,7 +205,7 @@ def build_slices(
         }
         stack = _slice_stack(item)
         if stack is not None:  # a slice-folder patient or a 2D image: read here, no volume pipeline
-            record.update(stack.processed(working_size, with_label=mask_files is not None))
+            record.update(stack.processed(working_size, with_label=mask_files is not None, crop_margin=crop_margin))
             processed.append(record)
         else:
             if item.prior is not None:
@@ -219,7 +222,7 @@ def build_slices(
             ]
     datasets = []
     if records:
-        transforms = volume_transforms(preset, working_size)
+        transforms = volume_transforms(preset, working_size, crop_margin=crop_margin)
         datasets.append(SliceDataset(records, transforms, table, context=context, num_workers=num_workers))
     if processed:
         datasets.append(SliceDataset(processed, None, table, context=context))

@@ -129,6 +129,7 @@ def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = N
         int(data.get("working_size", 128)),
         int(data.get("context", 0)),
         mask_files=mask_files,
+        crop_margin=None if data.get("crop_margin") is None else int(data["crop_margin"]),
     )
     return slices, manifest
 

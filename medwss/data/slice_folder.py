@@ -496,9 +496,17 @@ class SliceStack:
     spec: SliceSetSpec
     patient: SlicePatient
 
-    def processed(self, working_size: int, with_label: bool = False) -> dict[str, Any]:
+    def processed(self, working_size: int, with_label: bool = False, crop_margin: int | None = None) -> dict[str, Any]:
         """The patient as the volume pipeline's output: image (C, W, W, Z) float in [0, 1], prior and label
-        (1, W, W, Z) int16 (label: classes as 1..K, first class wins), slice_index (Z,) = stack positions."""
+        (1, W, W, Z) int16 (label: classes as 1..K, first class wins), slice_index (Z,) = stack positions.
+
+        ``crop_margin``: as ``volume_transforms``, crop in-plane to the prior's box over all slices plus this many
+        pixels before resizing; ``crop_box`` (x0, x1, y0, y1) on the RAS-turned slices then says where the working
+        grid lies (``crop_box`` is the whole slice without a crop).
+
+        Raises:
+            MedwssError: a crop without a prior rule in the spec, or an empty prior.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -506,17 +514,30 @@ class SliceStack:
 
         if with_label and not self.spec.classes:
             raise MedwssError(self.patient.rows[0].image, "no class masks for a 2D image named by a manifest")
+        if crop_margin is not None and self.spec.prior is None:
+            raise MedwssError(self.root, "this bundle crops to the organ prior: give the slice spec a 'prior' rule")
         needs_masks = with_label or self.spec.prior is not None
         image, labels = self.spec.read_patient(self.patient, with_masks=needs_masks)
         flips = [axis for axis, code in ((0, "L"), (1, "P")) if self.spec.orientation[axis] == code]
         if flips:  # to RAS, as the volume pipeline orients scans
             image = np.ascontiguousarray(np.flip(image, [a + 1 for a in flips]))
             labels = None if labels is None else np.ascontiguousarray(np.flip(labels, flips))
+        box = (0, image.shape[1], 0, image.shape[2])
+        if crop_margin is not None:
+            xs, ys = np.nonzero(self.spec.prior(labels).any(axis=-1))
+            if not xs.size:
+                raise MedwssError(self.patient.rows[0].image, "the organ prior is empty: nothing to crop to")
+            m = int(crop_margin)
+            box = (max(int(xs.min()) - m, 0), min(int(xs.max()) + m + 1, image.shape[1]),
+                   max(int(ys.min()) - m, 0), min(int(ys.max()) + m + 1, image.shape[2]))  # fmt: skip
+            image = np.ascontiguousarray(image[:, box[0] : box[1], box[2] : box[3]])
+            labels = np.ascontiguousarray(labels[box[0] : box[1], box[2] : box[3]])
         volume = torch.from_numpy(image).permute(3, 0, 1, 2)  # (Z, C, x, y)
         volume = F.interpolate(volume, size=(working_size, working_size), mode="area")
         out: dict[str, Any] = {
             "image": stack_slices(volume).float(),
             "slice_index": torch.arange(image.shape[-1]),
+            "crop_box": box,
         }
         masks: dict[str, np.ndarray] = {}
         if self.spec.prior is not None:

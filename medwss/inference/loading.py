@@ -74,17 +74,18 @@ def scan_datalist(folder: str | Path, prior_folder: str | Path | None = None) ->
     return [{"image": str(s), **({"prior": str(p)} if p else {})} for s, p in zip(scans, priors, strict=True)]
 
 
-def preprocessing_with_prior(preset: str, working_size: int = 128) -> Compose:
+def preprocessing_with_prior(preset: str, working_size: int = 128, crop_margin: int | None = None) -> Compose:
     """The volume pipeline for scan + organ prior, the prior appended as the image's last channel.
 
     MONAI's evaluator hands the inferer only the image, so the prior travels inside it (``SelfPlayInferer``
-    with ``region='prior'`` reads it back from the last channel).
+    with ``region='prior'`` reads it back from the last channel). ``crop_margin``: crop to the prior's box first,
+    as in training (``data#crop_margin``).
     """
     from medwss.data.transforms import volume_transforms
 
     return Compose(
         [
-            volume_transforms(preset, working_size, keys=("image", "prior")),
+            volume_transforms(preset, working_size, keys=("image", "prior"), crop_margin=crop_margin),
             ConcatItemsd(keys=("image", "prior"), name="image", dim=0),
         ]
     )

@@ -250,6 +250,9 @@ class Segmenter:
         self.method = method
         self.region = str(parser["region"])
         self.working_size = int(parser["working_size"])
+        # Crop to the organ prior's box before resizing, as in training (``data#crop_margin``); slice sets read it.
+        crop = parsed(parser, "crop_margin")
+        self.crop_margin = None if crop is None else int(crop)
         self.preprocessing = parsed(parser, "preprocessing")
         # The bundle's own postprocessing (back onto the scan's grid, clipped to the organ prior) without its writer:
         # ``segment`` writes NIfTI, DICOM SEG and overlays itself. One chain for every route (``ClipToPriord``).

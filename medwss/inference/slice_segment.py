@@ -43,15 +43,18 @@ def segment_slice_set(
     written: list[Path] = []
     for patient in spec.discover(root):
         stack = SliceStack(root, spec, patient)
-        data = stack.processed(segmenter.working_size)
+        data = stack.processed(segmenter.working_size, crop_margin=segmenter.crop_margin)
         image = data["image"]
         if segmenter.region == "prior":
             image = torch.cat([image, data["prior"].float()], dim=0)
         pred = segmenter.inferer(image.unsqueeze(0), segmenter.network)[0]  # (1, W, W, Z)
         first = spec.reading.image(patient.rows[0].image)
         size = tuple(first.shape[1:])  # (x, y)
-        mask = torch.as_tensor(pred)[0].float().permute(2, 0, 1)[:, None]  # (Z, 1, W, W)
-        mask = F.interpolate(mask, size=size, mode="nearest-exact")[:, 0].numpy() > 0.5  # (Z, x, y)
+        x0, x1, y0, y1 = data["crop_box"]  # where the working grid lies on the (RAS-turned) slices
+        boxed = torch.as_tensor(pred)[0].float().permute(2, 0, 1)[:, None]  # (Z, 1, W, W)
+        boxed = F.interpolate(boxed, size=(x1 - x0, y1 - y0), mode="nearest-exact")[:, 0].numpy() > 0.5
+        mask = np.zeros((boxed.shape[0], *size), dtype=bool)  # (Z, x, y)
+        mask[:, x0:x1, y0:y1] = boxed
         flips = [axis + 1 for axis, code in ((0, "L"), (1, "P")) if spec.orientation[axis] == code]
         if flips:
             mask = np.flip(mask, flips)
