@@ -423,6 +423,10 @@ def git_state() -> dict:
     return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(run("status", "--porcelain", "--", "medwss"))}
 
 
+REGIONS = {"body": "the body mask (Otsu, from the image alone)", "prior": "the organ prior (the liver mask)",
+           "none": "the whole slice"}
+
+
 def markdown(result: dict) -> str:
     meta, lines = result["meta"], []
     iterations = "" if meta["iterations"] is None else f", {meta['iterations']} self-play iterations"
@@ -438,12 +442,17 @@ def markdown(result: dict) -> str:
               f"detector and self-play with the bundle's settings{iterations}; supervised UNet "
               f"{meta['unet_epochs']} epochs.", "",
               "3D Dice on the 128 x 128 working grid per held-out patient (every patient is held out once); mean "
-              "with its 95% bootstrap interval over patients. Region = the body mask. Tuned choices (ROI quantile, "
-              "CAM thresholds, gates) are picked on each fold's validation patients; no test mask is read by any "
-              "row except the two marked as reading masks.", ""]
+              "with its 95% bootstrap interval over patients (each task says its grid and region). Tuned choices "
+              "(ROI quantile, CAM thresholds, gates) are picked on each fold's validation patients; no test mask is "
+              "read by any row except the two marked as reading masks.", ""]
     for task, res in result["tasks"].items():
         summ = res["summary"]
         lines += [f"## {task} ({res['patients']} patients, {res['slices']} slices)", ""]
+        crop = res.get("crop_margin")
+        lines += [f"Region: {REGIONS.get(res.get('region'), res.get('region'))}. Working grid: "
+                  + ("the whole field of view" if crop is None else
+                     f"the organ prior's in-plane box over all slices plus {crop} pixels (`data#crop_margin`)")
+                  + ", resized to 128 x 128.", ""]  # fmt: skip
         lent = sorted({f["borrowed_from"] for f in res["folds"] if "supervised_unet" in f.get("borrowed", [])})
         if lent:
             lines += [f"The supervised UNet row is read from `{lent[0]}`: the same folds and seed; it reads the masks "
@@ -565,8 +574,11 @@ def main(argv: list[str] | None = None) -> int:
             tmp = partial_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(partial, indent=1))
             os.replace(tmp, partial_path)
+        data_config = parsed(parser, "data")
         result["tasks"][task] = {"folds": done, "summary": summarise(done), "patients": len(set(data.patients)),
-                                 "slices": len(data), "ablations": summarise(done, "ablations")}
+                                 "slices": len(data), "ablations": summarise(done, "ablations"),
+                                 "region": str(data_config.get("region", "none")),
+                                 "crop_margin": data_config.get("crop_margin")}
         kinds = patient_kinds(parser)
         if len(set(kinds.values())) > 1:
             result["tasks"][task]["by_kind"] = summarise_by_kind(result["tasks"][task]["summary"], kinds)
