@@ -48,7 +48,7 @@ import detector as detector_bench  # noqa: E402  (benchmarks/detector.py: data, 
 
 from medwss.agents.threshold import threshold_segment  # noqa: E402
 from medwss.bundle.data import SliceTensors  # noqa: E402
-from medwss.bundle.selfplay_stage import calibrated_roi_threshold, game_rules, slice_inputs  # noqa: E402
+from medwss.bundle.selfplay_stage import SELFPLAY_KEYS, calibrated_roi_threshold, game_rules, slice_inputs  # noqa: E402
 from medwss.detector.features import DetectorEncoder  # noqa: E402
 from medwss.metrics.patches import oracle_patch_mask, patches_to_pixels  # noqa: E402
 from medwss.refinement.training import RefinementSettings, refine, train_refiner  # noqa: E402
@@ -74,13 +74,13 @@ def bundle_settings(task: str, iterations: int | None) -> tuple:
     """The bundle's detector mode (``benchmarks/detector.py`` MODES), config and self-play settings (seed SEED)."""
     bundle = BUNDLES[task]
     parser = load_config(bundle, [stage_config_file(bundle, "detector"), stage_config_file(bundle, "selfplay")])
-    training = dict(parser["selfplay"]["training"]) | {"seed": SEED}
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=SEED, node_keys=SELFPLAY_KEYS)
     if iterations is not None:
-        training["num_iterations"] = iterations
+        settings = settings.replace(num_iterations=iterations)
     wanted = {"loss": str(parser["detector"]["training"]["loss"]),
               "coord_channels": bool(parser["detector"]["network_def"]["coord_channels"])}
     mode = next(name for name, m in detector_bench.MODES.items() if m == wanted)
-    return mode, parser, SelfPlaySettings(**training)
+    return mode, parser, settings
 
 
 def agent_masks(detector, data: SliceTensors, parser, grid: int, settings, train, val, run_dir: Path) -> tuple:
@@ -152,7 +152,7 @@ def run_fold(task: str, data: SliceTensors, fold: dict, args: argparse.Namespace
     if args.ablations:
         out["ablations"] = {}
         for sampling in ("uniform", "vanilla"):
-            variant = dataclasses.replace(settings, opponent_sampling=sampling)
+            variant = settings.replace(opponent_sampling=sampling)
             m, _ = agent_masks(detector, data, parser, grid, variant, train_sel, val_sel,
                                work / f"selfplay-{sampling}")
             out["ablations"][f"sampling={sampling}"] = dice(m["rlsp"][test_sel])

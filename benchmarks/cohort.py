@@ -55,7 +55,7 @@ import torch
 
 from medwss.agents.threshold import threshold_segment
 from medwss.bundle.scoring import scoring_settings
-from medwss.bundle.selfplay_stage import game_rules
+from medwss.bundle.selfplay_stage import SELFPLAY_KEYS, game_rules
 from medwss.bundle.stages import stage_slices, training_regions
 from medwss.detector.calibration import background_score_quantile
 from medwss.detector.cam import cam_maps, choose_cam_thresholds, threshold_maps
@@ -310,10 +310,9 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     chosen |= {"cam_threshold": picked.cam_threshold, "cam_slice_threshold": picked.slice_threshold}
 
     # -------------------------------------------------------------- RLSP
-    training = dict(parser["selfplay"]["training"]) | {"seed": SEED}
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=SEED, node_keys=SELFPLAY_KEYS)
     if args.iterations is not None:
-        training["num_iterations"] = args.iterations
-    settings = SelfPlaySettings(**training)
+        settings = settings.replace(num_iterations=args.iterations)
     planes = tuple(parser["selfplay"].get("agent_planes") or ())
     encoder = DetectorEncoder(detector, grid)
     features = agent_features(encoder, data.images, scored, planes, scorer.prior)
@@ -351,8 +350,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                                                truth[te], pats["test"])
 
         for sampling in ("uniform", "vanilla"):
-            agent_dice(f"sampling={sampling}", dataclasses.replace(settings, opponent_sampling=sampling))
-        agent_dice("split sides (paper's mine/theirs planes)", dataclasses.replace(settings, merge_sides=False))
+            agent_dice(f"sampling={sampling}", settings.replace(opponent_sampling=sampling))
+        agent_dice("split sides (paper's mine/theirs planes)", settings.replace(merge_sides=False))
         agent_dice("no extra planes", settings, feats=agent_features(encoder, data.images, scored, (), None))
         agent_dice("planes prior + gate, no score plane", settings,
                    feats=agent_features(encoder, data.images, scored, ("prior", "gate"), scorer.prior))

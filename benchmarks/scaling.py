@@ -56,13 +56,13 @@ def main() -> None:
         "detector#training#batch_size": 8,
         "selfplay#training#num_iterations": opts.iterations,
         "selfplay#training#games_per_iteration": 16,
-        "selfplay#training#minibatch_size": 64,
-        "selfplay#training#update_epochs": 2,
+        "selfplay#ppo#minibatch_size": 64,
+        "selfplay#ppo#update_epochs": 2,
         "selfplay#training#checkpoint_every": 1000,
         "selfplay#training#eval_every": 1000,
         "selfplay#training#termination_warmup": 2,
         "selfplay#training#warmup_turns": 4,
-        "selfplay#training#channels": 8,
+        "selfplay#policy#channels": 8,
     }
     scans = work / "scans"
     scans.mkdir()

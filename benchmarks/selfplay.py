@@ -44,7 +44,7 @@ from medwss.agents.inputs import observation_base
 from medwss.agents.policy import AgentPolicy
 from medwss.agents.ppo import compute_returns
 from medwss.agents.threshold import threshold_segment
-from medwss.bundle.selfplay_stage import game_rules, load_detector, slice_inputs
+from medwss.bundle.selfplay_stage import SELFPLAY_KEYS, game_rules, load_detector, slice_inputs
 from medwss.bundle.stages import stage_slices, training_regions
 from medwss.data.splits import patient_split
 from medwss.detector.features import DetectorEncoder
@@ -100,8 +100,10 @@ def bundle_parser(bundle: Path, overrides: dict | None = None):
 
 
 def bundle_settings(parser, **changes) -> SelfPlaySettings:
-    """`SelfPlaySettings` of the bundle's ``selfplay#training`` with its seed, as the stage builds them."""
-    return SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": int(parser["seed"]), **changes})
+    """`SelfPlaySettings` of the bundle's ``selfplay`` sections with its seed, as the stage builds them; ``changes``
+    by field name (`SelfPlaySettings.replace`)."""
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=int(parser["seed"]), node_keys=SELFPLAY_KEYS)
+    return settings.replace(**changes)
 
 
 def ppo_speed(bundle: Path, threads: list[int], repeats: int, games: int | None = None) -> list[dict]:
@@ -112,16 +114,14 @@ def ppo_speed(bundle: Path, threads: list[int], repeats: int, games: int | None 
     g, b = rules.grid_size, games or settings.games_per_iteration
     channels = int(parsed(parser, "data").get("context", 0)) * 2 + 1
     gen = torch.Generator().manual_seed(0)
-    if settings.observation == "features":
+    ppo = settings.ppo
+    if settings.policy.observation == "features":
         in_channels = DetectorEncoder(parsed(parser, "detector#network_def"), g).out_channels
         base = torch.randn(b, in_channels, g, g, generator=gen)
     else:
-        in_channels, size = channels, g * settings.pixels_per_patch
+        in_channels, size = channels, g * settings.policy.pixels_per_patch
         base = torch.randn(b, in_channels, size, size, generator=gen)
-    config = {"observation": settings.observation, "grid_size": g, "in_channels": in_channels,
-              "channels": settings.channels, "num_res_units": settings.num_res_units,
-              "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
-              "termination_floor": settings.termination_floor}  # fmt: skip
+    config = settings.policy.network_config(g, in_channels)
     scores, region = torch.rand(b, g, g, generator=gen), torch.ones(b, g, g, dtype=torch.bool)
     warm_rules = dataclasses.replace(rules, max_turns=settings.warmup_turns)
     rows = []
@@ -129,23 +129,23 @@ def ppo_speed(bundle: Path, threads: list[int], repeats: int, games: int | None 
         torch.set_num_threads(t)
         torch.manual_seed(0)
         policy, opponent = AgentPolicy(**config), AgentPolicy(**config).requires_grad_(False)
-        optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=ppo.learning_rate, eps=1e-5)
         rng, runs, plays = np.random.default_rng(0), [], []
         for _ in range(repeats + 1):  # the first is a warm-up
             start = time.perf_counter()
             rollout = play_selfplay_games(policy, opponent, base, scores, region, warm_rules, gen,
                                           torch.arange(b) % 2, allow_termination=False)  # fmt: skip
             played = time.perf_counter() - start
-            advantages, returns = compute_returns(rollout.rewards * settings.reward_scale, rollout.values,
-                                                  rollout.dones, rollout.valid, settings.gamma, settings.gae_lambda)
+            advantages, returns = compute_returns(rollout.rewards * ppo.reward_scale, rollout.values,
+                                                  rollout.dones, rollout.valid, ppo.gamma, ppo.gae_lambda)
             start = time.perf_counter()
-            stats = ppo_update(policy, optimizer, rollout, base, region, advantages, returns, settings, rng)
+            stats = ppo_update(policy, optimizer, rollout, base, region, advantages, returns, ppo, rng)
             runs.append(stats["updates"] / (time.perf_counter() - start))
             plays.append(int(rollout.valid.sum()) / played)
         rows.append({"threads": t, "updates_per_s": statistics.median(runs[1:]), "runs": runs[1:],
                      "transitions": int(rollout.valid.sum()), "updates_per_iteration": int(stats["updates"]),
                      "rollout_learner_steps_per_s": statistics.median(plays[1:]), "policy": config,
-                     "minibatch_size": settings.minibatch_size, "games": b})  # fmt: skip
+                     "minibatch_size": ppo.minibatch_size, "games": b})  # fmt: skip
         logging.info("PPO threads=%d: %.1f updates/s", t, rows[-1]["updates_per_s"])
     return rows
 
@@ -268,8 +268,8 @@ def synthetic(
         policy = train_selfplay(data, rules, settings, work / f"synthetic_{sampling}_{seed}", restart=True,
                                 encoder=encoder)  # fmt: skip
         seconds = time.perf_counter() - start
-        base = observation_base(data.val_images, settings.observation, g, encoder=encoder,
-                                pixels_per_patch=settings.pixels_per_patch)  # fmt: skip
+        base = observation_base(data.val_images, settings.policy.observation, g, encoder=encoder,
+                                pixels_per_patch=settings.policy.pixels_per_patch)  # fmt: skip
         agent = play_alone(policy, None, data.val_scores, None, rules, base=base)
         records = MetricLog(work / f"synthetic_{sampling}_{seed}" / "metrics.jsonl").records()
         curve = [[r["step"], r["val/dice"]] for r in records if "val/dice" in r]
@@ -277,7 +277,9 @@ def synthetic(
         out["runs"].append({"sampling": sampling, "seed": seed, "seconds": seconds, **scores, "val_dice_curve": curve,
                             "load": os.getloadavg()[0]})  # fmt: skip
         logging.info("synthetic %s seed %d: Dice %.3f (%.0f s)", sampling, seed, out["runs"][-1]["dice_mean"], seconds)
-    out["observation"], out["settings"] = settings.observation, dataclasses.asdict(settings) | {"seed": None}
+    stored = settings.to_config()
+    stored["training"]["seed"] = None  # one entry per seed above
+    out["observation"], out["settings"] = settings.policy.observation, stored
     return out
 
 

@@ -6,7 +6,61 @@ through `valid` (the step holds a learner transition) and `dones` (the game ende
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """The optimiser and the PPO maths of a self-play run (``selfplay#ppo`` in a bundle's ``train_selfplay.yaml``).
+
+    Kept apart from the pool and the network so that tuning PPO reads as one block, and validated here because these
+    numbers are only ever wrong in ways the maths above cannot notice (a negative clip silently disables learning).
+    """
+
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over num_iterations (CleanRL `anneal_lr`)."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before GAE: returns of about +-1 keep the value loss from dominating the
+    clipped gradient norm (termination rewards are 10 by default)."""
+    gamma: float = 0.99
+    """Discount per learner step."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip: float = 0.2
+    """PPO ratio clip (also the value clip when clip_value)."""
+    clip_value: bool = True
+    """Clip the value update like the policy's (CleanRL `clip_vloss`)."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient norm clip."""
+    update_epochs: int = 4
+    """Passes over the iteration's learner transitions."""
+    minibatch_size: int = 256
+    """Learner transitions per gradient step."""
+
+    def __post_init__(self) -> None:
+        for name in ("update_epochs", "minibatch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("clip", "max_grad_norm"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "ent_coef", "vf_coef"):  # 0 is allowed: an untrained baseline, an ablation
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.reward_scale):
+            raise ValueError(f"reward_scale must be finite, got {self.reward_scale}")
 
 
 def compute_returns(

@@ -145,20 +145,21 @@ def train_photo_selfplay(
 ) -> dict[str, Any]:
     """Train the RLSP agent on (image, labelled class) games; export ``models/model.pt``, ``models/policy.json`` and
     ``models/inference_parts.json`` (``bundle.export``)."""
-    from medwss.bundle.selfplay_stage import game_rules
+    from medwss.bundle.selfplay_stage import SELFPLAY_KEYS, game_rules
     from medwss.detector.features import DetectorEncoder
     from medwss.inference.photo import class_games, class_scores, named_prior
     from medwss.runtime.checkpoint import save_checkpoint
     from medwss.runtime.metric_log import MetricLog
-    from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
+    from medwss.selfplay.loop import SelfPlayData, train_selfplay
+    from medwss.selfplay.settings import SelfPlaySettings
 
     started = time.perf_counter()
     torch.set_num_threads(int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
     rules = game_rules(parser)
-    settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
-    if settings.observation != "features":
-        raise MedwssError("selfplay#training#observation", "photo bundles need 'features' (it carries the class cue)")
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=seed, node_keys=SELFPLAY_KEYS)
+    if settings.policy.observation != "features":
+        raise MedwssError("selfplay#policy#observation", "photo bundles need 'features' (it carries the class cue)")
     task.describe("self-play: scoring photos")
     detector = load_photo_detector(parser, root)
     photos, splits, _ = stage_photos(parser, with_mask=True)
@@ -194,7 +195,7 @@ def train_photo_selfplay(
         "policy": policy.config,
         "rules": asdict(rules),
         "position_prior": prior_name,
-        "settings": asdict(settings),
+        "settings": settings.to_config(),
         "data": {"train_games": len(train.scores), "val_games": len(val.scores)},
         "metrics": {
             "val_dice_last": last_dice,

@@ -24,6 +24,11 @@ from medwss.runtime.config import parsed
 from medwss.runtime.device import configure_threads
 from medwss.runtime.progress import ProgressTask
 
+SELFPLAY_KEYS = ("rules", "roi_quantile", "agent_planes", "position_prior", "num_threads")
+"""Keys of a bundle's ``selfplay`` node that the stages read themselves, beside the settings' sections
+(`medwss.selfplay.settings`): the game rules, ROI calibration, extra agent planes (scans), the photos' position prior
+and torch threads. Any other key is refused, so a misspelt section cannot drop its settings silently."""
+
 
 def load_detector(parser, root: Path):
     """The bundle's trained detector (``detector#network_def`` + ``models/detector.pt``), in eval mode.
@@ -92,7 +97,8 @@ def train_selfplay_stage(
     ``models/policy.json`` and the config nodes inference includes (``models/inference_parts.json``)."""
     from medwss.data.splits import patient_split
     from medwss.detector.features import DetectorEncoder, agent_features
-    from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
+    from medwss.selfplay.loop import SelfPlayData, train_selfplay
+    from medwss.selfplay.settings import SelfPlaySettings
 
     started = time.perf_counter()
     # Many tiny tensor ops per game step: one thread avoids oversubscription (measured 2-10x faster on 2 cores).
@@ -100,7 +106,7 @@ def train_selfplay_stage(
     configure_threads(device, int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
     grid = int(parser["grid_size"])
-    settings = SelfPlaySettings(**{**(parser["selfplay"].get("training") or {}), "seed": seed})
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=seed, node_keys=SELFPLAY_KEYS)
     task.describe("self-play: scoring slices")
     detector = load_detector(parser, root).to(device)
     scorer = bundle_scorer(parser, root, detector)
@@ -113,7 +119,7 @@ def train_selfplay_stage(
     encoder = DetectorEncoder(detector, grid)
     planes = tuple(parser["selfplay"].get("agent_planes") or ())
     features = None
-    if settings.observation == "features":
+    if settings.policy.observation == "features":
         try:
             features = agent_features(encoder, slices.images, scored, planes, scorer.prior)
         except ValueError as err:
@@ -172,7 +178,7 @@ def train_selfplay_stage(
         "scoring": scoring_settings(parser),
         "rules": asdict(rules),
         "roi_calibration": calibration,
-        "settings": asdict(settings),
+        "settings": settings.to_config(),
         "world_size": distributed.world().size,
         "device": str(device),
         "data": {

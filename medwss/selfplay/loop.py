@@ -13,16 +13,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from monai.utils import set_determinism
 
 from medwss.agents.encoders import RandomConvEncoder, encoder_config
-from medwss.agents.inputs import Encoder, ObservationMode, build_observation, check_mode, observation_base
+from medwss.agents.inputs import Encoder, build_observation, observation_base
 from medwss.agents.policy import AgentPolicy
 from medwss.agents.ppo import (
+    PPOSettings,
     approx_kl,
     clip_fraction,
     compute_returns,
@@ -49,17 +50,15 @@ from medwss.runtime.metric_log import MetricLog
 from medwss.runtime.progress import ProgressTask
 from medwss.runtime.seeding import named_generator, restore_rng_states, rng_states
 from medwss.selfplay.baselines import patch_mask_dice
-from medwss.selfplay.pool import LEARNER, SAMPLING_MODES, OpponentPool, OpponentSampling, sample_opponent_index
+from medwss.selfplay.pool import LEARNER, OpponentPool, sample_opponent_index
 from medwss.selfplay.rollout import Rollout, play_alone, play_selfplay_games
+from medwss.selfplay.settings import RESUMABLE_CHANGES, SelfPlaySettings, section_of
 from medwss.viz.curves import plot_progress
 
 __all__ = ["SelfPlayData", "SelfPlaySettings", "train_selfplay", "play_alone", "validation_dice", "ppo_update"]
 
 logger = logging.getLogger(__name__)
 
-LearnerSeats = Literal["a", "both"]
-RESUMABLE_CHANGES = ("num_iterations", "checkpoint_every", "eval_every")
-"""Settings a resumed run may change: they extend or observe the run without changing what it learns."""
 
 
 @dataclass
@@ -101,98 +100,6 @@ class SelfPlayData:
                 raise ValueError(f"SelfPlayData.{name} must be {expected}")
 
 
-@dataclass(frozen=True)
-class SelfPlaySettings:
-    """PPO and self-play settings of one run; frozen and stored in checkpoints so a resumed run cannot drift."""
-
-    num_iterations: int = 300
-    """Iterations of play + PPO update (one iteration = games_per_iteration games); on the synthetic task at G=16
-    validation Dice levels off after ~160-300."""
-    games_per_iteration: int = 64
-    """B, games played in lock-step per iteration, each on a slice drawn with replacement."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
-    anneal_lr: bool = False
-    """Decay the learning rate linearly to 0 over num_iterations (CleanRL `anneal_lr`)."""
-    reward_scale: float = 0.1
-    """Rewards are multiplied by this before GAE: returns of about +-1 keep the value loss from dominating the
-    clipped gradient norm (termination rewards are 10 by default)."""
-    gamma: float = 0.99
-    """Discount per learner step."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    clip: float = 0.2
-    """PPO ratio clip (also the value clip when clip_value)."""
-    clip_value: bool = True
-    """Clip the value update like the policy's (CleanRL `clip_vloss`)."""
-    ent_coef: float = 0.01
-    """Entropy bonus weight."""
-    vf_coef: float = 0.5
-    """Value loss weight."""
-    max_grad_norm: float = 0.5
-    """Gradient norm clip."""
-    update_epochs: int = 4
-    """Passes over the iteration's learner transitions."""
-    minibatch_size: int = 256
-    """Learner transitions per gradient step."""
-    snapshot_every: int = 5
-    """K: the learner joins the opponent pool every K updates (RLSP §3.4)."""
-    pool_size: int = 20
-    """Snapshots kept; the oldest is dropped."""
-    learner_seats: LearnerSeats = "both"
-    """"a": the learner is always agent a (moves first); "both": agent a in even games, b in odd ones, so it also
-    learns the non-terminator's final pick that its snapshots must make as opponents (else "terminate at once" wins
-    against weak finders and self-play stalls there)."""
-    opponent_sampling: OpponentSampling = "prioritised"
-    """"prioritised" (truncated normal over the pool, the paper), "uniform" (fictitious play) or "vanilla"."""
-    mean_fraction: float = 0.5
-    """Prioritised sampling: mean of the normal as a fraction of the pool size."""
-    std_fraction: float = 0.25
-    """Prioritised sampling: std of the normal as a fraction of the pool size."""
-    observation: ObservationMode = "pixels"
-    """"pixels" (blanked image through a strided CNN) or "features" (frozen encoder features at G x G, ~2x faster
-    per update). On the synthetic task pixels reached higher validation Dice (0.92 vs 0.89, two seeds each)."""
-    pixels_per_patch: int = 4
-    """Pixels observation: each patch is resized to p x p pixels (a power of two)."""
-    channels: int = 16
-    """Policy trunk width (32 costs ~3x the time per update on CPU)."""
-    num_res_units: int = 1
-    """Residual units in the policy trunk."""
-    termination_prob: float = 0.05
-    """Initial P(terminate) per play-phase step (keeps the first games short)."""
-    termination_warmup: int = 20
-    """First iterations played with TERMINATE masked out, for at most warmup_turns turns: turn rewards alone first
-    teach both seats to find ROI patches, so that the pool holds finders once terminating is allowed. Without it,
-    "terminate at once" beats the first, random opponents' final picks and self-play stalls there."""
-    warmup_turns: int = 32
-    """Turn limit of the warm-up games (a truncation), enough to reach the ROI patches without playing out the board."""
-    termination_floor: float = 0.02
-    """P(terminate) is clamped to [floor, 1 - floor] in play, so "terminate at once" can never saturate (see
-    `agents.policy`); 0 disables the bound."""
-    merge_sides: bool = False
-    """The agents see taken patches without who took them, so solo play at inference shows them the boards they
-    trained on (`game.observation.agent_planes`); False = the paper's "mine"/"theirs" planes."""
-    seed: int = 0
-    """Seeds torch, numpy, Python and the named generators (slices, opponent, minibatch) and the action sampler."""
-    checkpoint_every: int = 10
-    """Write checkpoint_latest.pt and redraw progress.png every N iterations."""
-    eval_every: int = 10
-    """Log val/dice every N iterations (and at the last)."""
-
-    def __post_init__(self) -> None:
-        check_mode(self.observation)
-        if self.learner_seats not in ("a", "both"):
-            raise ValueError(f'learner_seats must be "a" or "both", got {self.learner_seats!r}')
-        if self.opponent_sampling not in SAMPLING_MODES:
-            raise ValueError(f"opponent_sampling must be one of {SAMPLING_MODES}, got {self.opponent_sampling!r}")
-        for name in ("num_iterations", "games_per_iteration", "update_epochs", "minibatch_size", "snapshot_every",
-                     "pool_size", "checkpoint_every", "eval_every", "channels", "warmup_turns"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.termination_warmup < 0:
-            raise ValueError(f"termination_warmup must be >= 0, got {self.termination_warmup}")
-
-
 # ================================================================================================= ALGORITHM: update
 def ppo_update(
     policy: AgentPolicy,
@@ -202,7 +109,7 @@ def ppo_update(
     region: torch.Tensor,
     advantages: torch.Tensor,
     returns: torch.Tensor,
-    settings: SelfPlaySettings,
+    ppo: PPOSettings,
     rng: np.random.Generator,
 ) -> dict[str, float]:
     """PPO epochs over the learner's valid transitions; inputs are rebuilt per minibatch from the stored state.
@@ -216,17 +123,17 @@ def ppo_update(
     updates = 0
     here = distributed.world()
     device = next(policy.parameters()).device
-    needed = torch.tensor(float(-(-len(b_t) // settings.minibatch_size)), device=device)
+    needed = torch.tensor(float(-(-len(b_t) // ppo.minibatch_size)), device=device)
     steps_per_epoch = int(distributed.all_reduce(needed, "max"))
-    for _ in range(settings.update_epochs):
+    for _ in range(ppo.update_epochs):
         order = torch.from_numpy(rng.permutation(len(b_t))).to(b_t.device)
-        minibatches = list(order.split(settings.minibatch_size))
+        minibatches = list(order.split(ppo.minibatch_size))
         minibatches += [order[:0]] * (steps_per_epoch - len(minibatches))
         for mb_inds in minibatches:
             if len(mb_inds) == 0:  # this rank has no transition left this epoch: a zero gradient keeps it in step
                 optimizer.zero_grad()
                 distributed.average_gradients(policy)
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), ppo.max_grad_norm)
                 optimizer.step()
                 continue
             t, game = b_t[mb_inds], b_game[mb_inds]
@@ -237,17 +144,17 @@ def ppo_update(
             mb_masks, mb_actions = rollout.action_masks[t, game], rollout.actions[t, game]
             newlogprob, entropy, newvalue = policy.evaluate(obs, mb_masks, mb_actions)
             old = rollout.logprobs[t, game]
-            pg_loss = policy_loss(newlogprob, old, normalize_advantages(advantages[t, game]), settings.clip)
-            v_clip = settings.clip if settings.clip_value else None
+            pg_loss = policy_loss(newlogprob, old, normalize_advantages(advantages[t, game]), ppo.clip)
+            v_clip = ppo.clip if ppo.clip_value else None
             v_loss = value_loss(newvalue, returns[t, game], rollout.values[t, game], v_clip)
-            loss = pg_loss + entropy_bonus(entropy, settings.ent_coef) + settings.vf_coef * v_loss
+            loss = pg_loss + entropy_bonus(entropy, ppo.ent_coef) + ppo.vf_coef * v_loss
             optimizer.zero_grad()
             loss.backward()
             distributed.average_gradients(policy)
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), ppo.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
-                kl, clipped = approx_kl(newlogprob, old), clip_fraction(newlogprob, old, settings.clip)
+                kl, clipped = approx_kl(newlogprob, old), clip_fraction(newlogprob, old, ppo.clip)
                 stats = (pg_loss.detach(), v_loss.detach(), entropy.detach().mean(), kl, clipped)
             for key, value in zip(totals, stats, strict=True):
                 totals[key] += float(value)
@@ -283,7 +190,7 @@ def train_selfplay(
     Args:
         data: slices, cached detector scores and validation masks.
         rules: the game rules (grid size must match the scores).
-        settings: PPO and self-play settings.
+        settings: run, PPO, pool and policy settings (`selfplay.settings`).
         run_dir: run folder: checkpoints, metrics.jsonl, progress.png.
         restart: start over instead of resuming from the run folder's latest checkpoint.
         task: progress callbacks (one advance per iteration).
@@ -307,6 +214,7 @@ def train_selfplay(
         raise ValueError(f"scores are on a {data.scores.shape[-1]}-grid, the rules on a {g}-grid")
     here = distributed.world()
     device = torch.device(device)
+    ppo, pool_settings, policy_settings = settings.ppo, settings.pool, settings.policy
     set_determinism(settings.seed)
     # The opponent draw is shared (same seed on every rank: all ranks play the same snapshot); the games' slices,
     # minibatch order and action samples are each rank's own.
@@ -318,29 +226,25 @@ def train_selfplay(
     first_game = here.rank * settings.games_per_iteration // here.size  # seats alternate over the global games
     if games_here < 1:
         raise MedwssError("selfplay#training#games_per_iteration", f"must be >= the {here.size} processes")
-    if settings.observation == "features" and data.features is None and encoder is None:
+    observation = policy_settings.observation
+    if observation == "features" and data.features is None and encoder is None:
         encoder = RandomConvEncoder(data.images.shape[1], g, seed=settings.seed)
-    base_args = {"encoder": encoder, "pixels_per_patch": settings.pixels_per_patch}
-    base = observation_base(data.images, settings.observation, g, features=data.features, **base_args)
-    val_base = observation_base(data.val_images, settings.observation, g, features=data.val_features, **base_args)
+    base_args = {"encoder": encoder, "pixels_per_patch": policy_settings.pixels_per_patch}
+    base = observation_base(data.images, observation, g, features=data.features, **base_args)
+    val_base = observation_base(data.val_images, observation, g, features=data.val_features, **base_args)
     region = data.region if data.region is not None else torch.ones(len(base), g, g, dtype=torch.bool)
     base, val_base, region, scores = base.to(device), val_base.to(device), region.to(device), data.scores.to(device)
-    policy_config = {
-        "observation": settings.observation, "grid_size": g, "in_channels": int(base.shape[1]),
-        "channels": settings.channels, "num_res_units": settings.num_res_units,
-        "pixels_per_patch": settings.pixels_per_patch, "termination_prob": settings.termination_prob,
-        "termination_floor": settings.termination_floor, "merge_sides": settings.merge_sides,
-    }  # fmt: skip
+    policy_config = policy_settings.network_config(g, int(base.shape[1]))  # saved with the weights, rebuilds them
     policy = AgentPolicy(**policy_config).to(device)
     opponent = AgentPolicy(**policy_config).requires_grad_(False).to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate, eps=1e-5)
-    pool = OpponentPool(settings.pool_size, settings.snapshot_every)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=ppo.learning_rate, eps=1e-5)
+    pool = OpponentPool(pool_settings.pool_size, pool_settings.snapshot_every)
     metric_log = MetricLog(run_dir / "metrics.jsonl")
     start_iteration, global_step = 0, 0
     made_from = provenance(
         fingerprint(data.images, data.scores, data.region, data.val_images, data.val_scores, data.val_region,
                     data.val_masks, data.features, data.val_features),
-        dataclasses.asdict(settings), settings.seed,
+        settings.flat(), settings.seed,
     )  # fmt: skip
     checkpoint = resume_point(run_dir, restart)
     if checkpoint is not None:
@@ -377,7 +281,7 @@ def train_selfplay(
         save_checkpoint({
             "policy": policy.state_dict(), "policy_config": policy_config, "optimizer": optimizer.state_dict(),
             "iteration": iteration, "global_step": global_step, "pool": pool.state_dict(),
-            "metrics": metric_log.records(), "settings": dataclasses.asdict(settings),
+            "metrics": metric_log.records(), "settings": settings.to_config(),
             "rules": dataclasses.asdict(rules), "encoder": None if encoder is None else encoder_config(encoder),
             "rng": states[0], "rng_by_rank": states, "world_size": here.size, "provenance": made_from,
         }, run_dir / name)  # fmt: skip
@@ -390,15 +294,16 @@ def train_selfplay(
     iteration, last_dice = start_iteration, None
     for iteration in range(start_iteration + 1, settings.num_iterations + 1):
         started = time.perf_counter()
-        lr = settings.learning_rate
-        if settings.anneal_lr:
+        lr = ppo.learning_rate
+        if ppo.anneal_lr:
             lr *= 1.0 - (iteration - 1.0) / settings.num_iterations
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         # ================================================================================ ALGORITHM: pick opponent
         opponent_index = sample_opponent_index(
-            len(pool), settings.opponent_sampling, rngs["opponent"], settings.mean_fraction, settings.std_fraction
+            len(pool), pool_settings.opponent_sampling, rngs["opponent"], pool_settings.mean_fraction,
+            pool_settings.std_fraction,
         )
         opponent.load_state_dict(policy.state_dict() if opponent_index == LEARNER else pool.snapshot(opponent_index))
 
@@ -407,7 +312,7 @@ def train_selfplay(
         games = torch.from_numpy(rngs["slices"].integers(0, len(base), size=games_here)).to(device)
         games_base, games_region = base[games], region[games]
         seats = (torch.arange(len(games), device=device) + first_game) % 2
-        seats = seats if settings.learner_seats == "both" else torch.zeros_like(games)
+        seats = seats if pool_settings.learner_seats == "both" else torch.zeros_like(games)
         warmup = iteration <= settings.termination_warmup
         rollout = play_selfplay_games(
             policy, opponent, games_base, scores[games], games_region, warmup_rules if warmup else rules,
@@ -416,14 +321,14 @@ def train_selfplay(
 
         # ====================================================================================== ALGORITHM: returns
         advantages, returns = compute_returns(
-            rollout.rewards * settings.reward_scale, rollout.values, rollout.dones, rollout.valid, settings.gamma,
-            settings.gae_lambda,
+            rollout.rewards * ppo.reward_scale, rollout.values, rollout.dones, rollout.valid, ppo.gamma,
+            ppo.gae_lambda,
         )  # fmt: skip
 
         # ======================================================================================= ALGORITHM: update
         task.describe("self-play (updating): iteration")
         losses = ppo_update(
-            policy, optimizer, rollout, games_base, games_region, advantages, returns, settings, rngs["minibatch"]
+            policy, optimizer, rollout, games_base, games_region, advantages, returns, ppo, rngs["minibatch"]
         )
         global_step += int(distributed.all_reduce(rollout.valid.sum()))
         pool.maybe_add(policy, iteration)
@@ -475,10 +380,20 @@ def iteration_status(scalars: dict[str, Any], dice: Any = None) -> str:
 
 
 def _check_resumable(path: Path, state: dict[str, Any], rules: GameRules, settings: SelfPlaySettings) -> None:
-    """Refuse to continue a run under other rules or learning settings: the result would match neither."""
+    """Refuse to continue a run under other rules or learning settings: the result would match neither.
+
+    Settings are compared by field name (`SelfPlaySettings.flat`), so a checkpoint that stored the sections and one
+    made before the split (one flat mapping) are read alike, and a change is named with its section.
+    """
     if state["rules"] != dataclasses.asdict(rules):
         raise MedwssError(path, "the checkpoint was made with other game rules; pass --restart to start over")
-    ours = dataclasses.asdict(settings)
-    changed = sorted(k for k, v in state["settings"].items() if ours.get(k) != v and k not in RESUMABLE_CHANGES)
+    stored: dict[str, Any] = {}
+    for key, value in state["settings"].items():
+        stored |= value if isinstance(value, dict) else {key: value}
+    ours = settings.flat()
+    changed = sorted(
+        f"{section_of(k)}.{k}" if section_of(k) else k for k in set(ours) | set(stored)
+        if ours.get(k) != stored.get(k) and k not in RESUMABLE_CHANGES
+    )  # fmt: skip
     if changed:
         raise MedwssError(path, f"the checkpoint was made with other settings ({', '.join(changed)}); pass --restart")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,45 @@ OpponentSampling = Literal["prioritised", "uniform", "vanilla"]
 SAMPLING_MODES: tuple[str, ...] = ("prioritised", "uniform", "vanilla")
 LEARNER = -1
 """Opponent index meaning "the learner itself" (vanilla self-play)."""
+LearnerSeats = Literal["a", "both"]
+LEARNER_SEATS: tuple[str, ...] = ("a", "both")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Who the learner plays against, and from which seat (``selfplay#pool`` in a bundle's ``train_selfplay.yaml``).
+
+    One block because these choose the opponents the learner meets, the part of RLSP that keeps self-play from
+    collapsing (§3.4); validated here so a bad mode fails when the config is read, not after the first iteration.
+    """
+
+    snapshot_every: int = 5
+    """K: the learner joins the opponent pool every K updates (RLSP §3.4)."""
+    pool_size: int = 20
+    """Snapshots kept; the oldest is dropped."""
+    opponent_sampling: OpponentSampling = "prioritised"
+    """"prioritised" (truncated normal over the pool, the paper), "uniform" (fictitious play) or "vanilla"."""
+    mean_fraction: float = 0.5
+    """Prioritised sampling: mean of the normal as a fraction of the pool size."""
+    std_fraction: float = 0.25
+    """Prioritised sampling: std of the normal as a fraction of the pool size."""
+    learner_seats: LearnerSeats = "both"
+    """"a": the learner is always agent a (moves first); "both": agent a in even games, b in odd ones, so it also
+    learns the non-terminator's final pick that its snapshots must make as opponents (else "terminate at once" wins
+    against weak finders and self-play stalls there)."""
+
+    def __post_init__(self) -> None:
+        if self.opponent_sampling not in SAMPLING_MODES:
+            raise ValueError(f"opponent_sampling must be one of {SAMPLING_MODES}, got {self.opponent_sampling!r}")
+        if self.learner_seats not in LEARNER_SEATS:
+            raise ValueError(f'learner_seats must be "a" or "both", got {self.learner_seats!r}')
+        for name in ("snapshot_every", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # The sampler checks these too, but only when it first draws: a config error should not wait for that.
+        if not (math.isfinite(self.mean_fraction) and math.isfinite(self.std_fraction) and self.std_fraction > 0):
+            raise ValueError(f"mean_fraction must be finite and std_fraction positive, got {self.mean_fraction}, "
+                             f"{self.std_fraction}")  # fmt: skip
 
 
 def sample_opponent_index(

@@ -94,3 +94,31 @@ def test_inference_detector_matches_training(name):
     training = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
     for key in ("num_classes", "width", "coord_channels", "pooling"):
         assert inference[key] == training[key], key
+
+
+ALL_BUNDLES = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train_selfplay.yaml"))
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_selfplay_config_and_shipped_agent_agree(name):
+    """Each bundle's self-play sections build settings; the network config saved beside ``models/model.pt`` is exactly
+    what rebuilds the shipped weights, and it is the one the recorded settings (``models/policy.json``) describe."""
+    import torch
+
+    from medwss.agents.policy import AgentPolicy
+    from medwss.bundle.selfplay_stage import SELFPLAY_KEYS
+    from medwss.selfplay.settings import SelfPlaySettings
+
+    bundle = REPO / "bundles" / name
+    config = yaml.safe_load((bundle / "configs" / "train_selfplay.yaml").read_text())["selfplay"]
+    assert "training" in config and {"ppo", "pool", "policy"} <= set(config)
+    SelfPlaySettings.from_config(config, seed=0, node_keys=SELFPLAY_KEYS)  # no stray key either
+    note = json.loads((bundle / "models" / "policy.json").read_text())
+    network = json.loads((bundle / "models" / "inference_parts.json").read_text())["network_def"]
+    assert network.pop("_target_") == "medwss.agents.policy.AgentPolicy" and network == note["policy"]
+    policy = AgentPolicy(**network)
+    assert policy.config == network  # every constructor argument is written out, none left to a default
+    policy.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    recorded = SelfPlaySettings.from_config(note["settings"])  # stored as the config's sections
+    assert recorded.policy.network_config(network["grid_size"], network["in_channels"]) == network
+    assert recorded.num_iterations == note["metrics"]["iterations"] and recorded.seed == note["seed"]

@@ -30,9 +30,9 @@ def test_metadata_verifies_offline(name):
 def test_inference_matches_training(name):
     c = configs(name)
     detector = c["train_detector"]["detector"]["network_def"]
-    training = c["train_selfplay"]["selfplay"]["training"]
+    agent = c["train_selfplay"]["selfplay"]["policy"]
     det = c["inference"]["detector_def"]
-    assert training["observation"] == "features"  # the agent's network itself comes from models/inference_parts.json
+    assert agent["observation"] == "features"  # the agent's network itself comes from models/inference_parts.json
     for key in ("in_channels", "num_classes", "width", "extra_blocks", "coord_channels", "pooling"):
         assert det[key] == detector[key], key
     assert detector["num_classes"] == len(class_names(c["common"]["data"]["class_set"]))

@@ -35,7 +35,7 @@ def tiny_overrides(annotations: Path) -> dict:
         "data#working_size": 32, "grid_size": 4, "data#holdout_fraction": 0.2, "data#val_fraction": 0.25,
         "detector#network_def#width": 4, "detector#training#epochs": 2, "detector#training#batch_size": 4,
         "selfplay#training#num_iterations": 2, "selfplay#training#games_per_iteration": 4,
-        "selfplay#training#minibatch_size": 32, "selfplay#training#termination_warmup": 0,
+        "selfplay#ppo#minibatch_size": 32, "selfplay#training#termination_warmup": 0,
         "selfplay#training#eval_every": 1,
     }  # fmt: skip
 

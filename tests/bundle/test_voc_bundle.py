@@ -68,8 +68,9 @@ def test_provenance_notes_match_the_training_configs():
     for key, value in training.items():
         assert detector["settings"][key] == value, key
     selfplay = configs["train_selfplay"]["selfplay"]
-    for key, value in selfplay["training"].items():
-        assert policy["settings"][key] == value, key
+    for section in ("training", "ppo", "pool", "policy"):  # the note stores the settings in the config's sections
+        for key, value in selfplay[section].items():
+            assert policy["settings"][section][key] == value, (section, key)
     for key, value in selfplay["rules"].items():
         assert policy["rules"][key] == value, key
     inference = configs["inference"]

@@ -25,14 +25,14 @@ SMALL = {
     "detector#training#batch_size": 4,
     "selfplay#training#num_iterations": 6,
     "selfplay#training#games_per_iteration": 8,
-    "selfplay#training#minibatch_size": 32,
-    "selfplay#training#update_epochs": 1,
-    "selfplay#training#snapshot_every": 1,
+    "selfplay#ppo#minibatch_size": 32,
+    "selfplay#ppo#update_epochs": 1,
+    "selfplay#pool#snapshot_every": 1,
     "selfplay#training#checkpoint_every": 1,
     "selfplay#training#eval_every": 3,
     "selfplay#training#termination_warmup": 1,
     "selfplay#training#warmup_turns": 4,
-    "selfplay#training#channels": 8,
+    "selfplay#policy#channels": 8,
 }
 DETECTOR_TOLERANCE = 0.25
 """2 vs 1 process, same global batch (4 slices, 2 per rank): batch-norm statistics are per rank on the CPU

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("trained")
     data = write_tiny_prostate(base / "data")
     bundle = tiny_bundle(base)
-    overrides = {**tiny_overrides(data), **SMALL, "selfplay#training#channels": 16}
+    overrides = {**tiny_overrides(data), **SMALL, "selfplay#policy#channels": 16}
     train_stage(bundle, "detector", overrides=overrides, run_dir=base / "runs")
     train_stage(bundle, "selfplay", overrides=overrides, run_dir=base / "runs")
     config = bundle / "configs" / "inference.yaml"

@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
         "detector#training#batch_size": 4,
         "detector#network_def#members": 1,
         **SMALL,
-        "selfplay#training#channels": 16,
+        "selfplay#policy#channels": 16,
     }
     train_stage(bundle, "detector", overrides=overrides, run_dir=base / "runs")
     train_stage(bundle, "selfplay", overrides=overrides, run_dir=base / "runs")

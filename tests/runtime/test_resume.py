@@ -24,14 +24,14 @@ SMALL = {
     "detector#training#epochs": 3,
     "selfplay#training#num_iterations": 4,
     "selfplay#training#games_per_iteration": 8,
-    "selfplay#training#minibatch_size": 32,
-    "selfplay#training#update_epochs": 1,
-    "selfplay#training#snapshot_every": 1,
+    "selfplay#ppo#minibatch_size": 32,
+    "selfplay#ppo#update_epochs": 1,
+    "selfplay#pool#snapshot_every": 1,
     "selfplay#training#checkpoint_every": 1,
     "selfplay#training#eval_every": 2,
     "selfplay#training#termination_warmup": 1,
     "selfplay#training#warmup_turns": 4,
-    "selfplay#training#channels": 8,
+    "selfplay#policy#channels": 8,
 }
 MODELS = {"detector": "detector.pt", "selfplay": "model.pt"}
 
