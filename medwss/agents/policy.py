@@ -74,7 +74,11 @@ def masked_log_probs(logits: torch.Tensor, action_mask: torch.Tensor, floor: flo
 
 
 def check_network(
-    observation: str, pixels_per_patch: int, channels: int, num_res_units: int, termination_prob: float,
+    observation: str,
+    pixels_per_patch: int,
+    channels: int,
+    num_res_units: int,
+    termination_prob: float,
     termination_floor: float,
 ) -> None:
     """Raise ValueError for arguments no `AgentPolicy` can be built from; shared by the network and its settings, so

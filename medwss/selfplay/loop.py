@@ -60,7 +60,6 @@ __all__ = ["SelfPlayData", "SelfPlaySettings", "train_selfplay", "play_alone", "
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class SelfPlayData:
     """Training and validation slices with their cached detector patch scores (no detector needed here)."""
@@ -301,9 +300,9 @@ def train_selfplay(
             group["lr"] = lr
 
         # ================================================================================ ALGORITHM: pick opponent
+        sampling = pool_settings.opponent_sampling
         opponent_index = sample_opponent_index(
-            len(pool), pool_settings.opponent_sampling, rngs["opponent"], pool_settings.mean_fraction,
-            pool_settings.std_fraction,
+            len(pool), sampling, rngs["opponent"], pool_settings.mean_fraction, pool_settings.std_fraction
         )
         opponent.load_state_dict(policy.state_dict() if opponent_index == LEARNER else pool.snapshot(opponent_index))
 
