@@ -1,7 +1,7 @@
 """Photo benchmarks (COCO sample, PASCAL VOC): RLSP vs Grad-CAM++ vs the single agent (0.8), held-out mIoU.
 
 ``--task coco`` (default). Data: the 144 COCO train2017 photos in ``shared/data/coco`` (see its README), all 80
-categories. The photo bundle's seeded image-level split (``medwss.bundle.photo_stage.photo_splits``, seed 0):
+categories. The photo bundle's seeded image-level split (``medwss.bundle.stages.bundle_splits``, seed 0):
 25 % held out (never trained on), 15 % of the rest validation, the rest training. The detector and agent are the
 shipped ``bundles/coco`` weights (``--train`` retrains them first with ``medwss train bundles/coco``); their notes
 must name the same held-out images, which is checked.
@@ -9,13 +9,13 @@ must name the same held-out images, which is checked.
 ``--task voc``. Data: the 225 PASCAL VOC 2012 photos in ``shared/data/voc`` (official seg ``val`` ids), 20 classes.
 The shipped ``bundles/voc`` weights saw every one of them, so the benchmark trains its own copy of the bundle
 (same configs, ``runs/bench/voc/bundle``) on a fixed seeded image split (seed 0): 60 photos held out (test), 30
-validation, 135 training (``photo_splits`` with holdout 60/225 and validation 30/165). The copy is reused while
+validation, 135 training (``bundle_splits`` with holdout 60/225 and validation 30/165). The copy is reused while
 the bundle's configs and the settings are those it was trained with (``--train`` retrains it). ``--set ID=VALUE``
 trains the copy with changed settings (a design trial, chosen on the validation column only) and ``--tag`` names
 its report.
 
 Each method turns a photo into one label map at 128 x 128 (one game or CAM per class, merged by the higher score,
-``medwss.inference.photo``), resized back to the photo's size; scoring is VOC style over a set of photos
+``medwss.inference.multiclass``), resized back to the photo's size; scoring is VOC style over a set of photos
 (one confusion matrix, background a class, void / crowd pixels 255 ignored, absent classes out): mIoU and mean Dice.
 Classes get a game either when the detector's image probability reaches the gate threshold (chosen on the
 validation photos' image labels by micro-F1: "detector gate") or when the image label says so ("label gate": the
@@ -56,15 +56,16 @@ import torch
 import yaml
 
 from medwss.agents.policy import AgentPolicy
-from medwss.bundle.photo_stage import load_photo_detector, stage_photos
-from medwss.bundle.selfplay_stage import game_rules
+from medwss.bundle.selfplay_stage import game_rules, load_detector
+from medwss.bundle.stages import bundle_splits
 from medwss.data.natural.classes import class_names
-from medwss.data.natural.dataset import resize_labels
+from medwss.data.natural.dataset import load_photo_set, resize_labels
+from medwss.inference.inferer import SelfPlayInferer
 from medwss.inference.loading import load_weights
-from medwss.inference.photo import PhotoInferer, choose_gate_threshold, class_games, class_scores, merge_games
+from medwss.inference.multiclass import choose_gate_threshold, class_games, class_scores, merge_games
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.metrics.semantic import confusion_matrix, dice_from_confusion, miou_from_confusion
-from medwss.runtime.config import load_config, parse_overrides, stage_config_file, stages_of
+from medwss.runtime.config import load_config, parse_overrides, parsed, stage_config_file, stages_of
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -76,6 +77,20 @@ TASKS = {
     "coco": {"bundle": REPO / "bundles" / "coco", "photos": 144, "split": None},
     "voc": {"bundle": REPO / "bundles" / "voc", "photos": 225, "split": (60, 30)},
 }
+
+
+def bundle_photos(config):
+    """The bundle's photos with their label maps at full size, its split and its class names."""
+    data = parsed(config, "data")
+    class_set = str(data.get("class_set", "coco"))
+    names = class_names(class_set)
+    photos = load_photo_set(data["datalist"], len(names), int(data.get("working_size", 128)), True, class_set)
+    return photos, bundle_splits(config, photos.ids), names
+
+
+def photo_inferer(detector, rules, method: str, **options) -> SelfPlayInferer:
+    """The bundles' inferer with its multi-class step, as ``inference.yaml`` builds it for photos."""
+    return SelfPlayInferer(detector, rules, method, region="none", multiclass=True, **options)
 
 
 def scores(label_maps: list[np.ndarray], masks: list[np.ndarray], num_classes: int) -> dict:
@@ -210,21 +225,21 @@ def main() -> None:
     if spec["split"] is not None:
         n_test, n_val = spec["split"]
         overrides["data#holdout_fraction"] = n_test / spec["photos"]
-        overrides["data#val_fraction"] = n_val / (spec["photos"] - n_test)
+        overrides["detector#val_fraction"] = n_val / (spec["photos"] - n_test)
     bundle = bench_bundle(task, args, overrides)
 
     # ------------------------------------------------------------------------------------------ data and models
     extra = parse_overrides(args.set or [])
     config = load_config(bundle, [stage_config_file(bundle, s) for s in stages_of(bundle)], {**overrides, **extra})
-    photos, splits, names = stage_photos(config, with_mask=True)
+    photos, splits, names = bundle_photos(config)
     if len(photos.ids) != spec["photos"]:
         sys.exit(f"expected the {spec['photos']} shared {task} photos, found {len(photos.ids)}")
     if spec["split"] is not None and (len(splits["holdout"]), len(splits["val"])) != spec["split"]:
         sys.exit(f"split {len(splits['holdout'])} held out / {len(splits['val'])} val, expected {spec['split']}")
     note = json.loads((bundle / "models" / "detector.json").read_text())
-    if note["data"]["holdout_ids"] != splits["holdout"]:
+    if note["data"].get("holdout_patients", note["data"].get("holdout_ids")) != splits["holdout"]:
         sys.exit("the bundle's detector was trained with another held-out split: run with --train")
-    detector = load_photo_detector(config, bundle)
+    detector = load_detector(config, bundle)
     rules = game_rules(config)
     policy_note = json.loads((bundle / "models" / "policy.json").read_text())
     policy = load_weights(AgentPolicy(**policy_note["policy"]), bundle / "models" / "model.pt")  # as trained
@@ -244,8 +259,8 @@ def main() -> None:
     gate_t, gate_f1 = choose_gate_threshold(class_scores(detector, val_images, rules.grid_size)[0], val_labels)
     cam_choice = {}
     for t in CAM_THRESHOLDS:
-        inferer = PhotoInferer(detector, rules, "cam", gate_threshold=gate_t, cam_threshold=t)
-        maps = inferer.segment(val_images, None, val_labels)
+        inferer = photo_inferer(detector, rules, "cam", gate_threshold=gate_t, cam_threshold=t)
+        maps = inferer.class_labels(val_images, None, val_labels)
         cam_choice[t] = scores(full_size(maps, val_masks), val_masks, num_classes)["miou"]
     cam_t = max(cam_choice, key=lambda t: (cam_choice[t], -t))
     val_probs = class_scores(detector, val_images, rules.grid_size)[1]
@@ -263,10 +278,10 @@ def main() -> None:
             for set_name, (images, labels, masks) in sets.items():
                 present = None if gate_name == "detector" else labels
                 stopping = "median" if "median" in method else "step"
-                inferer = PhotoInferer(detector, rules, method.split()[0], gate_threshold=gate_t, threshold=0.8,
-                                       cam_threshold=cam_t, stopping=stopping, position_prior=prior)  # fmt: skip
+                inferer = photo_inferer(detector, rules, method.split()[0], gate_threshold=gate_t, threshold=0.8,
+                                        cam_threshold=cam_t, stopping=stopping, position_prior=prior)  # fmt: skip
                 started = time.perf_counter()
-                maps = inferer.segment(images, policy if method.startswith("rlsp") else None, present)
+                maps = inferer.class_labels(images, policy if method.startswith("rlsp") else None, present)
                 seconds = time.perf_counter() - started
                 result = scores(full_size(maps, masks), masks, num_classes)
                 row[f"{set_name}_miou"], row[f"{set_name}_mdice"] = result["miou"], result["mdice"]
@@ -302,7 +317,7 @@ def main() -> None:
     test_images, test_labels, test_masks = sets["test"]
     image_probs, test_patch_probs = class_scores(detector, test_images, rules.grid_size)
     cam_games = class_games(test_labels, test_patch_probs)
-    from medwss.inference.photo import cam_class_maps
+    from medwss.inference.multiclass import cam_class_maps
 
     aucs = patch_auc(test_labels, test_patch_probs, cam_class_maps(detector, test_images, cam_games), test_masks,
                      rules.grid_size)  # fmt: skip

@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         parser = task_parser(task, args.data_dir)
         cache = Path(tempfile.gettempdir()) / "medwss_cohort_masks"
-        data, _ = stage_slices(parser, with_masks=True, cache_dir=cache)
+        data = stage_slices(parser, with_masks=True, cache_dir=cache)
         regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
         folds = patient_folds(data.patients, args.folds, args.n_val)
         done = []

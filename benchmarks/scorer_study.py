@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cache = Path(tempfile.gettempdir()) / "medwss_scorer_study"
     parser = task_parser("prostate", args.data_dir)
-    data, _ = stage_slices(parser, with_masks=True, cache_dir=Path(tempfile.gettempdir()) / "medwss_cohort_masks")
+    data = stage_slices(parser, with_masks=True, cache_dir=Path(tempfile.gettempdir()) / "medwss_cohort_masks")
     regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
     folds = patient_folds(data.patients, args.folds, args.n_val)
     runs = []

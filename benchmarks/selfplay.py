@@ -221,7 +221,7 @@ def bundle_dice(copy: Path, run_dir: Path, data_dir: Path) -> dict:
     trained = json.loads((copy / "models" / "policy.json").read_text())["rules"]  # the threshold it trained with
     rules, g = game_rules(parser, roi_threshold=trained["roi_threshold"]), int(parser["grid_size"])
     detector = load_detector(parser, copy)
-    slices, _ = stage_slices(parser, with_masks=True, cache_dir=run_dir / "mask_cache")
+    slices = stage_slices(parser, with_masks=True, cache_dir=run_dir / "mask_cache")
     regions = training_regions(slices, str(parsed(parser, "data").get("region", "none")))
     val_fraction = float(parser["detector"]["val_fraction"])
     _, val_patients = patient_split(slices.patients, val_fraction, int(parser["seed"])) if val_fraction else ([], [])

@@ -33,7 +33,7 @@ from medwss.runtime.config import load_config, stage_config_file
 from medwss.bundle.stages import stage_slices
 bundle = Path(sys.argv[1])
 parser = load_config(bundle, [stage_config_file(bundle, "detector")], {"dataset_dir": sys.argv[2]})
-slices, _ = stage_slices(parser)
+slices = stage_slices(parser)
 print(json.dumps({"slices": len(slices), "patients": len(set(slices.patients)),
                   "shape": list(slices.images.shape[1:]),
                   "mib": slices.images.numel() * slices.images.element_size() / 2**20}))

@@ -66,6 +66,13 @@ class SliceTensors:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per class: (slices present, slices absent), for the provenance notes."""
+        return {
+            name: (int((self.presence[:, k] == 1).sum()), int((self.presence[:, k] == 0).sum()))
+            for k, name in enumerate(self.classes)
+        }
+
 
 @dataclass(frozen=True)
 class Source:
@@ -246,4 +253,35 @@ def build_slices(
         cases=[str(s[Keys.CASE.value]) for s in samples],
         slice_index=torch.as_tensor([int(s[Keys.SLICE_INDEX.value]) for s in samples]),
         classes=list(manifest.classes),
+    )
+
+
+def photo_slices(data: Mapping[str, Any], with_masks: bool = False) -> SliceTensors:
+    """A photo bundle's ``data#datalist`` as the one training-set type: each photo a one-slice case of its own
+    patient (its image id), ``presence`` its multi-hot image labels, ``masks`` (N, K, S, S) its label map resized to
+    the working size (evaluation only, when ``with_masks``), no organ prior.
+
+    Raises:
+        MedwssError: an unreadable photo or mask, labels outside the class set, no photo.
+    """
+    from medwss.data.natural.classes import class_names
+    from medwss.data.natural.dataset import load_photo_set, resize_labels
+
+    class_set = str(data.get("class_set", "coco"))
+    names = list(class_names(class_set))
+    size = int(data.get("working_size", 128))
+    photos = load_photo_set(data["datalist"], len(names), size, with_masks, class_set)
+    masks = None
+    if with_masks:
+        small = torch.stack([torch.from_numpy(resize_labels(m, (size, size)).astype("int64")) for m in photos.masks])
+        masks = torch.stack([small == k for k in range(1, len(names) + 1)], dim=1)
+    return SliceTensors(
+        images=photos.images,
+        presence=photos.presence.float(),
+        prior=None,
+        masks=masks,
+        patients=list(photos.ids),
+        cases=list(photos.ids),
+        slice_index=torch.zeros(len(photos.ids), dtype=torch.long),
+        classes=names,
     )

@@ -24,7 +24,7 @@ from medwss.errors import MedwssError
 from medwss.runtime import distributed
 from medwss.runtime.atomic import atomic_output
 from medwss.runtime.config import bundle_dir_of, load_config, parsed, stage_config_file, stages_of
-from medwss.runtime.device import resolve_device
+from medwss.runtime.device import configure_threads, resolve_device
 from medwss.runtime.interrupt import TrainingInterrupted, stopped_message
 from medwss.runtime.progress import ProgressTask
 
@@ -83,17 +83,9 @@ def train_stage(
     parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
     stage_dir = run_dir_for(root, parser, run_dir, stage)
     task = task or ProgressTask()
-    from medwss.bundle.photo_stage import is_photo_bundle
+    from medwss.bundle.selfplay_stage import train_selfplay_stage
 
-    # Photo bundles (bundles/coco, bundles/voc) have the same stages, over images instead of slices.
-    if is_photo_bundle(root):
-        from medwss.bundle.photo_stage import train_photo_detector, train_photo_selfplay
-
-        runners = {"detector": train_photo_detector, "selfplay": train_photo_selfplay}
-    else:
-        from medwss.bundle.selfplay_stage import train_selfplay_stage
-
-        runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage}
+    runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage}
     if stage not in runners:
         raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: {', '.join(runners)})")
     if restart:
@@ -113,17 +105,21 @@ def train_stage(
 
 
 def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = None):
-    """Training slices of the bundle's data config (weak labels; masks only when ``with_masks``)."""
-    from medwss.bundle.data import build_slices, class_mask_files, weak_labels
+    """The bundle's training set as ``SliceTensors`` (weak labels; masks only when ``with_masks``): every labelled
+    slice of the scans of ``data#sources`` / ``data#manifest``, or every photo of ``data#datalist`` (a one-slice
+    case each). The one seam every kind of data goes through: the stages never ask which kind it was."""
+    from medwss.bundle.data import build_slices, class_mask_files, photo_slices, weak_labels
 
     data = parsed(parser, "data")
+    if data.get("datalist") is not None:
+        return photo_slices(data, with_masks)
     manifest, sources = weak_labels(data)
     mask_files = None
     if with_masks:
         if not sources:
             raise MedwssError("data#sources", "evaluation needs data sources with masks, not only a manifest")
         mask_files = class_mask_files(sources, cache_dir or Path("runs") / "mask_cache")
-    slices = build_slices(
+    return build_slices(
         manifest,
         str(data.get("preset", "mr")),
         int(data.get("working_size", 128)),
@@ -131,7 +127,33 @@ def stage_slices(parser, *, with_masks: bool = False, cache_dir: Path | None = N
         mask_files=mask_files,
         crop_margin=None if data.get("crop_margin") is None else int(data["crop_margin"]),
     )
-    return slices, manifest
+
+
+def bundle_splits(parser, patients: list[str]) -> dict[str, list[str]]:
+    """The stages' seeded patient split: ``holdout`` (``data#holdout_fraction``, never trained on: a benchmark's
+    test patients), then ``val`` (``detector#val_fraction``: the detector's best epoch, self-play's validation Dice)
+    out of the rest, the rest ``train``. Both stages call it, so they agree.
+
+    A bundle that declares a hold-out (the photo bundles, even at 0) draws validation with the next seed, so the two
+    draws are independent; one that does not keeps the seed (the scan bundles, as they were trained).
+    """
+    from medwss.data.splits import patient_split
+
+    seed = int(parser["seed"])
+    holdout_fraction = parser["data"].get("holdout_fraction")
+    rest, holdout = sorted(set(patients)), []
+    if holdout_fraction is not None and float(holdout_fraction) > 0:
+        rest, holdout = patient_split(rest, float(holdout_fraction), seed)
+    val_fraction = float(parser["detector"].get("val_fraction", 0.0))
+    val_seed = seed if holdout_fraction is None else seed + 1
+    train, val = patient_split(rest, val_fraction, val_seed) if val_fraction > 0 else (rest, [])
+    return {"train": sorted(train), "val": sorted(val), "holdout": sorted(holdout)}
+
+
+def rows_of(slices, patients: list[str]) -> torch.Tensor:
+    """(N,) bool: the slices of these patients."""
+    wanted = set(patients)
+    return torch.tensor([p in wanted for p in slices.patients], dtype=torch.bool)
 
 
 def training_regions(slices, region_rule: str) -> torch.Tensor | None:
@@ -272,8 +294,7 @@ def epoch_status(metrics: dict[str, Any]) -> str:
 def train_detector_stage(
     root: Path, parser, stage_dir: Path, *, restart: bool, task: ProgressTask, command: str = ""
 ) -> dict[str, Any]:
-    """The detector stage: fit the presence detector on slice labels; export ``models/detector.pt``."""
-    from medwss.data.splits import patient_split
+    """The detector stage: fit the presence detector on slice (or photo) labels; export ``models/detector.pt``."""
     from medwss.detector.network import detector_members
     from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
     from medwss.runtime.checkpoint import save_checkpoint
@@ -283,16 +304,16 @@ def train_detector_stage(
     set_determinism(seed)
     started = time.perf_counter()
     task.describe("detector: reading data")
-    slices, manifest = stage_slices(parser)
+    slices = stage_slices(parser)
     data = parsed(parser, "data")
+    # Without validation patients (too few to hold one out: one tumour patient) the last epoch is kept.
+    splits = bundle_splits(parser, slices.patients)
+    train_patients, val_patients = splits["train"], splits["val"]
+    slices = slices.select(~rows_of(slices, splits["holdout"]))  # held-out patients are never trained on
     regions = training_regions(slices, str(data.get("region", "none")))
-    val_fraction = float(parser["detector"]["val_fraction"])
-    if val_fraction > 0:
-        train_patients, val_patients = patient_split(slices.patients, val_fraction, seed)
-    else:  # too few patients to hold one out (one tumour patient): keep the last epoch
-        train_patients, val_patients = sorted(set(slices.patients)), []
     settings = DetectorTrainingSettings(**{**parser["detector"]["training"], "seed": seed})
     device = stage_device(parser)
+    configure_threads(device, parser["detector"].get("num_threads"))
     model, pretrained_note = stage_detector(parser, device)
     members = detector_members(model)
     for k, member in enumerate(members):
@@ -331,12 +352,13 @@ def train_detector_stage(
         "seed": seed,
         "medwss_commit": git_commit(),
         "data": {
-            "classes": manifest.classes,
-            "cases": sorted({i.case for i in manifest.images}),
+            "classes": slices.classes,
+            "cases": sorted(set(slices.cases)),
             "train_patients": train_patients,
             "val_patients": val_patients,
+            "holdout_patients": splits["holdout"],
             "slices": len(slices),
-            "present_absent": manifest.counts(),
+            "present_absent": slices.counts(),
         },
         "settings": asdict(settings),
         "members": len(members),

@@ -8,6 +8,10 @@ the volume at once until it calls termination (RLSP §3.5), and the patches it t
 ``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
 patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
 
+One inferer for every bundle: a photo (B, C, H, W) is a one-slice volume, and a multi-class bundle (``multiclass``,
+chosen from its metadata: ``bundles/coco``, ``bundles/voc``) adds one step, a game per present class merged into a
+label map (``medwss.inference.multiclass``), instead of a parallel pipeline.
+
 ``medwss segment`` passes a ``progress`` callable (``runtime.progress.SliceProgress``) that each pass over the slices
 (scoring, Grad-CAM++, features, the game) tells after every batch; MONAI's callers pass none, and nothing changes.
 """
@@ -26,7 +30,7 @@ REGIONS = ("body", "prior", "none")
 
 
 class SelfPlayInferer(Inferer):
-    """Volume (B, C, H, W, Z) -> mask (B, 1, H, W, Z) uint8.
+    """Volumes (B, C, H, W, Z) -> masks (B, 1, H, W, Z) uint8; images (B, C, H, W) -> (B, 1, H, W) uint8.
 
     Args:
         detector: the trained presence detector (eval mode is set here).
@@ -43,6 +47,11 @@ class SelfPlayInferer(Inferer):
         agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
             as in training (``selfplay#agent_planes``).
         stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``).
+        multiclass: play one game per class the detector finds and return a label map (0 background, k = class k)
+            instead of a binary mask (``medwss.inference.multiclass``).
+        gate_threshold: multi-class only: the image-level probability a class needs to get a game.
+        position_prior: multi-class only: ``multiclass.POSITION_PRIORS`` name the game scores are multiplied by, as
+            the agent's training games were (``selfplay#position_prior``).
     """
 
     def __init__(
@@ -59,12 +68,20 @@ class SelfPlayInferer(Inferer):
         scorer: Any = None,
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
+        multiclass: bool = False,
+        gate_threshold: float = 0.5,
+        position_prior: str = "none",
     ) -> None:
+        from medwss.inference.multiclass import named_prior
+        from medwss.selfplay.rollout import STOPPING_RULES
+
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+        if stopping not in STOPPING_RULES:
+            raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
         self.detector = detector.eval()
         self.rules, self.method, self.region, self.context = rules, method, region, context
         self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
@@ -74,6 +91,8 @@ class SelfPlayInferer(Inferer):
 
             scorer = PatchScorer(self.detector, rules.grid_size)
         self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
+        self.multiclass, self.gate_threshold = multiclass, gate_threshold
+        self.prior = named_prior(position_prior, rules.grid_size)
 
     def __call__(
         self,
@@ -83,10 +102,20 @@ class SelfPlayInferer(Inferer):
         progress: SliceProgress | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Segment each volume of the batch; ``network`` is the agent policy (unused by the baselines); ``progress``
-        is told after each batch of slices (module doc)."""
+        """Segment each volume (or image) of the batch; ``network`` is the agent policy (unused by the baselines);
+        ``progress`` is told after each batch of slices (module doc). A multi-class bundle takes ``present`` (B, K)
+        bool in ``kwargs`` to replace the detector's gate of a batch of images (given image labels)."""
+        if inputs.dim() == 4:  # photos: each a one-slice volume
+            present = kwargs.get("present")
+            outs = [
+                self.segment_volume(torch.as_tensor(image)[..., None], network, progress,
+                                    None if present is None else present[b : b + 1])[..., 0]
+                for b, image in enumerate(inputs)
+            ]  # fmt: skip
+            return torch.stack(outs)
         if inputs.dim() != 5:
-            raise ValueError(f"expected a batch of volumes (B, C, H, W, Z), got {tuple(inputs.shape)}")
+            raise ValueError(f"expected a batch of volumes (B, C, H, W, Z) or images (B, C, H, W), got "
+                             f"{tuple(inputs.shape)}")  # fmt: skip
         outs = [self.segment_volume(torch.as_tensor(volume), network, progress) for volume in inputs]
         return torch.stack(outs)
 
@@ -102,18 +131,19 @@ class SelfPlayInferer(Inferer):
         return agent_features(encoder, slices, scored, self.agent_planes, self.scorer.prior, progress=progress)
 
     @torch.no_grad()
-    def _patches(self, slices, scored, network, progress: SliceProgress | None = None):
+    def play(self, slices, scores, region, network, base, progress: SliceProgress | None = None) -> torch.Tensor:
+        """(N, G, G) bool patches taken on each game's ``scores``: the trained agent (``network``) alone, or the
+        single-agent baseline; ``base`` maps the agent to its features observation (None for pixels)."""
         from medwss.agents.threshold import threshold_segment
         from medwss.selfplay.rollout import play_alone
 
         if self.method == "single-agent":
-            return threshold_segment(scored.scores, scored.region, self.threshold, self.rules)
+            return threshold_segment(scores, region, self.threshold, self.rules)
         if network is None:
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
-        base = self.agent_base(slices, scored, network, progress)
         return play_alone(
-            network, slices, scored.scores, scored.region, self.rules, base=base, batch_size=self.batch_size,
+            network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
             stopping=self.stopping, progress=progress,
         )
 
@@ -124,7 +154,7 @@ class SelfPlayInferer(Inferer):
 
         volume = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
         volume = volume.float().cpu()
-        image = volume[:1] if self.region != "prior" else volume[:-1]
+        image = volume[:-1] if self.region == "prior" else volume
         slices = image_slices(image, context=self.context)
         if self.region == "prior":
             return slices, (volume[-1] > 0.5).permute(2, 0, 1)
@@ -133,16 +163,23 @@ class SelfPlayInferer(Inferer):
         return slices, None
 
     def segment_volume(
-        self, volume: torch.Tensor, network: torch.nn.Module | None, progress: SliceProgress | None = None
+        self,
+        volume: torch.Tensor,
+        network: torch.nn.Module | None,
+        progress: SliceProgress | None = None,
+        present: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask; ``progress`` is told after each batch of slices."""
+        """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask (a label map for a multi-class bundle, which may be
+        given the classes ``present`` (Z, K) on each slice); ``progress`` is told after each batch of slices."""
         from medwss.data.slices import stack_slices
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
         slices, region = self.slices_and_region(volume)
         height, width = slices.shape[-2:]
-        if self.method == "cam":
+        if self.multiclass:
+            pixels = self.class_labels(slices, network, present)
+        elif self.method == "cam":
             pixels = cam_masks(
                 self.detector,
                 slices,
@@ -153,8 +190,48 @@ class SelfPlayInferer(Inferer):
             )
         else:
             scored = self.scorer.score(slices, region, progress)
-            patches = self._patches(slices, scored, network, progress).cpu()
+            agent_base = lambda agent: self.agent_base(slices, scored, agent, progress)  # noqa: E731
+            patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region
         return stack_slices(pixels.cpu()).to(torch.uint8)
+
+    @torch.no_grad()
+    def class_labels(
+        self, images: torch.Tensor, network: torch.nn.Module | None, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The multi-class step: (N, C, H, W) -> (N, H, W) int64 label maps, one game per class the detector finds
+        on an image (or per class of ``present`` (N, K)), merged (``multiclass.merge_games``)."""
+        from medwss.detector.features import DetectorEncoder
+        from medwss.inference.multiclass import cam_class_maps, class_games, class_scores, gate, merge_games
+        from medwss.metrics.patches import patches_to_pixels
+
+        grid, size = self.rules.grid_size, tuple(images.shape[-2:])
+        image_probs, patch_probs = class_scores(self.detector, images, grid)
+        present = gate(image_probs, self.gate_threshold) if present is None else torch.as_tensor(present).bool()
+        if self.method == "cam":
+            games = class_games(present, patch_probs)
+            maps = cam_class_maps(self.detector, images, games)
+            return merge_games(games, maps >= self.cam_threshold, maps, len(images))
+        trunk = DetectorEncoder(self.detector, grid)(images) if self.method == "rlsp" else None
+        if self.prior is not None:
+            patch_probs = patch_probs * self.prior
+        games = class_games(present, patch_probs, trunk)
+        if len(games.scores) == 0:
+            return torch.zeros(len(images), *size, dtype=torch.int64)
+        patches = self.play(None, games.scores, None, network, lambda agent: class_base(agent, games))
+        masks = torch.as_tensor(patches_to_pixels(patches, size)).bool()
+        claims = torch.as_tensor(patches_to_pixels(games.scores, size)).float()
+        return merge_games(games, masks, claims, len(images))
+
+
+def class_base(network: torch.nn.Module, games) -> torch.Tensor:
+    """A class game's observation base (trunk features + the class cue plane).
+
+    Raises:
+        ValueError: a pixels policy, which has no plane for the cue.
+    """
+    if getattr(network, "observation", None) != "features":
+        raise ValueError("class games need a 'features' policy: its input carries the class cue")
+    return games.features

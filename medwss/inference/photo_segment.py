@@ -1,9 +1,9 @@
-"""``medwss segment photo.jpg --bundle bundles/coco``: photos in, PNG label maps (and overlays) out.
+"""Photos in and out of the one pipeline: which files are photos, where label maps go, the postprocessing steps.
 
-A ``PhotoSegmenter`` parses a photo bundle's ``inference.yaml`` once (preprocessing, ``PhotoInferer``, agent)
-and segments photo after photo. The label map is computed at the working size and resized back to the photo's
-own size by nearest neighbour; it is written as a VOC-palette PNG (pixel value = class label, 0 background), so
-``medwss eval`` and VOC tools read it directly.
+``medwss segment photo.jpg --bundle bundles/coco`` runs the same ``Segmenter`` and ``SelfPlayInferer`` as scans
+(``medwss.inference.segment``); only reading and writing differ. The label map is computed at the working size and
+resized back to the photo's own size by nearest neighbour (``ResizeToPhotod``); it is written as a VOC-palette PNG
+(pixel value = class label, 0 background, ``WritePhotoLabelsd``), so ``medwss eval`` and VOC tools read it directly.
 """
 
 from __future__ import annotations
@@ -108,78 +108,35 @@ def draw_photo_overlay(
     return save_figure(fig, out, dpi=100)
 
 
+class ResizeToPhotod(MapTransform):
+    """Resize ``pred`` (1, S, S) back to the photo's own size (nearest: labels are not averaged), as uint8."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medwss.data.natural.dataset import ORIGINAL_SIZE, resize_labels
+
+        d = dict(data)
+        size = tuple(int(s) for s in torch.as_tensor(d[ORIGINAL_SIZE]).reshape(-1).tolist())
+        for key in self.key_iterator(d):
+            d[key] = resize_labels(torch.as_tensor(d[key]).reshape(d[key].shape[-2:]), size)[None]
+        return d
+
+
 class WritePhotoLabelsd(MapTransform):
-    """Resize ``pred`` (1, S, S) back to the photo's size and write ``<output_dir>/<stem>.png`` (atomic)."""
+    """Write ``pred`` (1, H, W) at the photo's size as ``<output_dir>/<stem>.png`` (atomic), after ``ResizeToPhotod``."""
 
     def __init__(self, keys: str = "pred", output_dir: str | Path = "./medwss_seg") -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medwss.data.natural.dataset import resize_labels
         from medwss.data.natural.voc import write_label_png
 
         d = dict(data)
         source = Path(str(d["image_file"]))
-        size = tuple(int(s) for s in torch.as_tensor(d["original_size"]).reshape(-1).tolist())
         for key in self.key_iterator(d):
-            labels = resize_labels(torch.as_tensor(d[key]).reshape(d[key].shape[-2:]), size)
-            d[key] = labels
+            labels = np.asarray(d[key])[0]
             d[f"{key}_file"] = str(write_label_png(labels, self.output_dir / f"{source.stem}.png"))
         return d
-
-
-class PhotoSegmenter:
-    """A photo bundle's inference objects, built once.
-
-    Args:
-        bundle: bundle folder (``configs/inference.yaml``, ``models/``).
-        method: ``rlsp``, ``single-agent`` or ``cam``.
-        overrides: config ids to set (MONAI ``#`` syntax).
-
-    Raises:
-        MedwssError: not a bundle, an untrained bundle, a bad method.
-    """
-
-    def __init__(self, bundle: str | Path, method: str = "rlsp", overrides: dict[str, Any] | None = None) -> None:
-        from medwss.data.natural.classes import class_names
-        from medwss.inference.loading import load_inference
-        from medwss.inference.photo import METHODS
-        from medwss.runtime.config import parsed
-
-        self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
-        self.method = method
-        self.names = class_names(str(parser["class_set"]))
-        self.preprocessing = parsed(parser, "preprocessing")
-        self.inferer = parsed(parser, "inferer")
-
-    def label_map(self, photo: Path) -> np.ndarray:
-        """(H, W) uint8 label map of one photo at its own size."""
-        from medwss.data.natural.dataset import ORIGINAL_SIZE, resize_labels
-        from medwss.data.transforms import process_volume
-
-        processed = process_volume({"image": str(photo)}, self.preprocessing)
-        image = torch.as_tensor(processed["image"]).float().unsqueeze(0)
-        pred = self.inferer(image, self.network)[0, 0]
-        return resize_labels(pred, processed[ORIGINAL_SIZE])
-
-    def segment(self, photo: Path, out: Path, overlay: Path | None = None) -> Path:
-        """Segment one photo; write its label-map PNG (and an overlay PNG) atomically.
-
-        Raises:
-            MedwssError: an unreadable photo.
-        """
-        from medwss.data.natural.dataset import read_photo
-        from medwss.data.natural.voc import write_label_png
-
-        labels = self.label_map(photo)
-        written = write_label_png(labels, out)
-        if overlay is not None:
-            found = [self.names[k - 1] for k in np.unique(labels) if 0 < k <= len(self.names)]
-            shown = ", ".join(found[:5]) + (f" +{len(found) - 5} more" if len(found) > 5 else "")
-            title = f"{photo.name}: {self.method} ({shown or 'nothing found'})"
-            draw_photo_overlay(read_photo(photo), labels, overlay, self.names, title)
-        return written
 
 
 def segment_photos(
@@ -191,16 +148,17 @@ def segment_photos(
     task: Any = None,
 ) -> list[Path]:
     """Segment photos with a photo bundle; returns the label maps written (overlays beside them)."""
+    from medwss.inference.segment import Segmenter
     from medwss.runtime.progress import ProgressTask
 
     task = task or ProgressTask()
     paths = find_photos(photos)
     outs = photo_output_paths(paths, Path(out) if out else None, method)
-    segmenter = PhotoSegmenter(bundle, method)
+    segmenter = Segmenter(bundle, method)
     task.set_total(len(paths))
     written = []
     for photo, target in zip(paths, outs, strict=True):
         task.describe(f"segmenting {photo.name}")
-        written.append(segmenter.segment(photo, target, overlay_path(target) if overlay else None))
+        written += segmenter.segment(photo, target, overlay=overlay_path(target) if overlay else None)
         task.advance(1)
     return written

@@ -243,21 +243,31 @@ class Segmenter:
         from medwss.data.transforms import CheckScand
         from medwss.inference.inferer import METHODS
         from medwss.inference.loading import WriteMaskd, load_inference
-        from medwss.runtime.config import parsed
+        from medwss.inference.photo_segment import WritePhotoLabelsd
+        from medwss.runtime.config import is_multiclass_bundle, is_photo_bundle, parsed
         from medwss.runtime.device import resolve_device
 
         self.root, parser, self.network = load_inference(bundle, method, METHODS, overrides)
         self.method = method
-        self.region = str(parser["region"])
+        # Photos are one-slice volumes of the same pipeline; only reading and writing differ (``segment``).
+        self.photos, self.multiclass = is_photo_bundle(self.root), is_multiclass_bundle(self.root)
+        self.names: list[str] = []
+        if self.multiclass:
+            from medwss.data.natural.classes import class_names
+
+            self.names = list(class_names(str(parser["class_set"])))
+        self.region = str(parsed(parser, "region", "none"))
         self.working_size = int(parser["working_size"])
         # Crop to the organ prior's box before resizing, as in training (``data#crop_margin``); slice sets read it.
         crop = parsed(parser, "crop_margin")
         self.crop_margin = None if crop is None else int(crop)
         self.preprocessing = parsed(parser, "preprocessing")
-        # The bundle's own postprocessing (back onto the scan's grid, clipped to the organ prior) without its writer:
-        # ``segment`` writes NIfTI, DICOM SEG and overlays itself. One chain for every route (``ClipToPriord``).
+        # The bundle's own postprocessing (back onto the scan's grid or the photo's size, clipped to the organ prior)
+        # without its writer: ``segment`` writes NIfTI, DICOM SEG, PNG and overlays itself. One chain for every route
+        # (``ClipToPriord``).
         post = parsed(parser, "postprocessing")
-        self.postprocessing = Compose([t for t in post.flatten().transforms if not isinstance(t, WriteMaskd)])
+        writers = (WriteMaskd, WritePhotoLabelsd)
+        self.postprocessing = Compose([t for t in post.flatten().transforms if not isinstance(t, writers)])
         self.inferer = parsed(parser, "inferer")
         for transform in getattr(self.preprocessing, "transforms", ()):
             if isinstance(transform, CheckScand):
@@ -283,10 +293,14 @@ class Segmenter:
         ``fmt``) and an overlay PNG, each atomically; returns the files written. ``progress`` is told after each
         batch of the scan's slices (``SelfPlayInferer``); it changes nothing in the mask.
 
+        A photo bundle writes the label map as a VOC-palette PNG at ``out`` (and its overlay) instead.
+
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
         """
         mask = self.predict(scan, prior, progress)
+        if self.photos:
+            return self._write_photo(scan, mask, out, overlay)
         written = []
         if fmt in ("nifti", "both"):
             from medwss.data.io import write_mask
@@ -309,9 +323,25 @@ class Segmenter:
             )  # fmt: skip
         return written
 
+    def _write_photo(self, photo: Path, labels, out: Path, overlay: Path | None) -> list[Path]:
+        """A photo's label map as a VOC-palette PNG at ``out`` (and an overlay with a legend), each atomically."""
+        import numpy as np
+
+        from medwss.data.natural.dataset import read_photo
+        from medwss.data.natural.voc import write_label_png
+        from medwss.inference.photo_segment import draw_photo_overlay
+
+        written = [write_label_png(labels, out)]
+        if overlay is not None:
+            found = [self.names[k - 1] for k in np.unique(labels) if 0 < k <= len(self.names)]
+            shown = ", ".join(found[:5]) + (f" +{len(found) - 5} more" if len(found) > 5 else "")
+            title = f"{photo.name}: {self.method} ({shown or 'nothing found'})"
+            draw_photo_overlay(read_photo(photo), labels, overlay, self.names, title)
+        return written
+
     def predict(self, scan: Path, prior: Path | None = None, progress: SliceProgress | None = None):
-        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any); ``progress``
-        as in ``segment``.
+        """The (x, y, z) boolean mask of one scan, on exactly its grid (bounded by the prior, if any); for a
+        multi-class bundle the uint8 label map (a photo's (H, W) at its own size); ``progress`` as in ``segment``.
 
         Raises:
             MedwssError: unreadable scan or prior, a prior off the scan's grid, a prior the bundle needs missing.
@@ -328,7 +358,8 @@ class Segmenter:
         pred = self.inferer(inputs, self.network, progress=progress)[0]
         with unwrap_errors():
             restored = self.postprocessing({**processed, "pred": pred})["pred"]
-        return torch.as_tensor(restored)[0].numpy() > 0
+        labels = torch.as_tensor(restored)[0].numpy()
+        return labels.astype("uint8") if self.multiclass else labels > 0
 
 
 def _config_device(parser) -> str:

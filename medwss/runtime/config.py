@@ -179,6 +179,38 @@ def stages_of(bundle: str | Path) -> list[str]:
     ]
 
 
+PHOTO_DATA_TYPES = ("jpeg", "jpg", "png", "image")
+"""``metadata.json`` ``data_type`` values that mark a photo bundle."""
+
+
+def bundle_metadata(bundle: str | Path) -> dict[str, Any]:
+    """A bundle's ``configs/metadata.json``; empty when it has none or it is not JSON (reported where it matters)."""
+    import json
+
+    meta = Path(bundle) / "configs" / "metadata.json"
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_photo_bundle(bundle: str | Path) -> bool:
+    """Whether a bundle reads photos (``metadata.json`` ``data_type`` an image format, not ``nifti``): photos are
+    one-slice volumes of the same pipeline; only how inputs are found, read and written differs."""
+    return str(bundle_metadata(bundle).get("data_type", "")).lower() in PHOTO_DATA_TYPES
+
+
+def is_multiclass_bundle(bundle: str | Path) -> bool:
+    """Whether a bundle's ``pred`` is a label map of several classes (``metadata.json``
+    ``network_data_format.outputs.pred.format: labels``): training and inference then add the multi-class step
+    (``medwss.inference.multiclass``), one game per present class."""
+    outputs = bundle_metadata(bundle).get("network_data_format", {}).get("outputs", {})
+    return str(outputs.get("pred", {}).get("format", "")).lower() == "labels"
+
+
 def parsed(parser, key: str, default: Any = None) -> Any:
     """``parser.get_parsed_content(key)``, or ``default`` when the key is absent; errors name the key.
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from medwss import api
-from medwss.bundle.photo_stage import is_photo_bundle, photo_splits
+from medwss.bundle.stages import bundle_splits
 from medwss.data.natural.voc import read_label_png
 from medwss.errors import MedwssError
 from medwss.inference.photo_segment import photo_output_paths
+from medwss.runtime.config import is_multiclass_bundle, is_photo_bundle
 from tests.cli.helpers import assert_one_error_line, invoke
 from tests.data.natural_fixtures import write_coco_sample, write_jpeg
 
@@ -32,7 +33,7 @@ def tiny_overrides(annotations: Path) -> dict:
     return {
         "data#datalist#annotation_file": str(annotations),
         "data#datalist#image_dir": str(annotations.parents[1] / "images"),
-        "data#working_size": 32, "grid_size": 4, "data#holdout_fraction": 0.2, "data#val_fraction": 0.25,
+        "data#working_size": 32, "grid_size": 4, "data#holdout_fraction": 0.2, "detector#val_fraction": 0.25,
         "detector#network_def#width": 4, "detector#training#epochs": 2, "detector#training#batch_size": 4,
         "selfplay#training#num_iterations": 2, "selfplay#training#games_per_iteration": 4,
         "selfplay#ppo#minibatch_size": 32, "selfplay#training#termination_warmup": 0,
@@ -63,7 +64,9 @@ def trained(tmp_path_factory):
 def test_training_exports_weights_and_notes_with_the_split(trained):
     bundle, _, notes = trained
     assert [n["stage"] for n in notes] == ["detector", "selfplay"]
-    assert notes[0]["data"]["holdout"] == 1 and len(notes[0]["data"]["holdout_ids"]) == 1
+    held_out = notes[0]["data"]["holdout_patients"]
+    assert len(held_out) == 1 and held_out[0] not in notes[0]["data"]["train_patients"] + notes[0]["data"]["val_patients"]
+    assert notes[0]["data"]["slices"] == 5  # the held-out photo is never trained on
     assert notes[1]["data"]["train_games"] > 0
     for name in ("detector.pt", "model.pt", "detector.json", "policy.json"):
         assert (bundle / "models" / name).is_file()
@@ -109,16 +112,28 @@ def test_output_paths_and_bundle_kind(tmp_path):
         photo_output_paths([tmp_path / "a.png"], tmp_path / "a.png", "cam")
     assert is_photo_bundle(REPO / "bundles" / "coco") and is_photo_bundle(REPO / "bundles" / "voc")
     assert not is_photo_bundle(REPO / "bundles" / "prostate")
+    assert is_multiclass_bundle(REPO / "bundles" / "voc") and not is_multiclass_bundle(REPO / "bundles" / "liver_tumour")
 
 
-def test_photo_splits_are_seeded_disjoint_and_complete():
+def split_config(holdout, val, seed=0):
+    data = {} if holdout is None else {"holdout_fraction": holdout}
+    return {"seed": seed, "data": data, "detector": {"val_fraction": val}}
+
+
+def test_bundle_splits_are_seeded_disjoint_and_complete():
+    from medwss.data.splits import patient_split
+
     ids = [f"{i:03d}" for i in range(20)]
-    splits = photo_splits(ids, 0.25, 0.2, seed=0)
-    assert splits == photo_splits(list(reversed(ids)), 0.25, 0.2, seed=0)
+    splits = bundle_splits(split_config(0.25, 0.2), ids)
+    assert splits == bundle_splits(split_config(0.25, 0.2), list(reversed(ids)) * 2)  # slices of the same patients
     assert len(splits["holdout"]) == 5 and len(splits["val"]) == 3
     assert sorted(sum(splits.values(), [])) == ids
-    assert photo_splits(ids, 0.0, 0.2, seed=0)["holdout"] == []
-    assert np.isin(splits["holdout"], photo_splits(ids, 0.25, 0.2, seed=1)["holdout"]).sum() < 5
+    assert bundle_splits(split_config(0.0, 0.2), ids)["holdout"] == []
+    assert np.isin(splits["holdout"], bundle_splits(split_config(0.25, 0.2, seed=1), ids)["holdout"]).sum() < 5
+    # a declared hold-out draws validation with the next seed; the scan bundles (none declared) keep the seed
+    assert bundle_splits(split_config(0.0, 0.2), ids)["val"] == patient_split(ids, 0.2, 1)[1]
+    assert bundle_splits(split_config(None, 0.2), ids)["val"] == patient_split(ids, 0.2, 0)[1]
+    assert bundle_splits(split_config(None, 0.0), ids) == {"train": ids, "val": [], "holdout": []}
 
 
 def test_selfplay_stage_records_its_position_prior_and_rejects_an_unknown_one(trained, tmp_path):

@@ -63,7 +63,7 @@ def test_provenance_notes_match_the_training_configs():
         assert note["command"].startswith("medwss train bundles/voc")
         assert note["seed"] == common["seed"] and len(note["medwss_commit"]) >= 7
     assert detector["data"]["train"] + detector["data"]["val"] == 225 and detector["data"]["holdout"] == 0
-    assert detector["data"]["val"] == round(common["data"]["val_fraction"] * 225)
+    assert detector["data"]["val"] == round(configs["train_detector"]["detector"]["val_fraction"] * 225)
     training = configs["train_detector"]["detector"]["training"]
     for key, value in training.items():
         assert detector["settings"][key] == value, key

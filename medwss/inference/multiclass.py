@@ -1,6 +1,10 @@
-"""Photos with many classes: one RLSP game per present class, the per-class masks merged into one label map.
+"""The multi-class step: one RLSP game per present class, the per-class masks merged into one label map.
 
-The game engine plays over a (B, G, G) score grid, so a multi-class photo is a batch of (image, class) games,
+A bundle whose ``metadata.json`` says its ``pred`` is a label map (``format: labels``, ``bundles/coco``,
+``bundles/voc``) runs this step inside the one pipeline (``SelfPlayInferer(multiclass=True)`` at inference, the
+self-play stage's class games in training); binary bundles never do.
+
+The game engine plays over a (B, G, G) score grid, so a multi-class image is a batch of (image, class) games,
 each with that class's detector patch scores. Which classes get a game is decided by the detector's image-level
 probability (``gate``), or by given image labels. One agent plays every class, so it must be told which class it
 is after: its observation is the detector trunk's image features (as for the single-class bundles) plus one
@@ -15,15 +19,12 @@ claims is background (0).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from monai.inferers import Inferer
 
 from medwss.detector.network import PresenceDetector, pool_cells
 from medwss.detector.scoring import patch_logits_from_cells
 
-METHODS = ("rlsp", "single-agent", "cam")
 POSITION_PRIORS = ("none", "centre")
 """What the game's patch scores are multiplied by: nothing, or ``centre_prior`` (a content-free framing prior)."""
 
@@ -146,100 +147,6 @@ def merge_games(
         rows = (games.image_index == n).nonzero().squeeze(1)
         out[n] = merge_class_masks(pixel_masks[rows], pixel_scores[rows], games.class_index[rows] + 1)
     return out
-
-
-class PhotoInferer(Inferer):
-    """Photos (B, 3, S, S) -> label maps (B, 1, S, S) int64 (0 background, k = class k), a MONAI ``Inferer``.
-
-    Args:
-        detector: the trained multi-label presence detector.
-        rules: the ``GameRules`` the agent was trained with (grid size, ROI threshold).
-        method: ``rlsp`` (the agent, ``network`` in ``__call__``), ``single-agent`` (score >= ``threshold``) or
-            ``cam`` (Grad-CAM++ >= ``cam_threshold``).
-        gate_threshold: image-level probability a class needs to get a game.
-        threshold: the single-agent baseline's stopping score.
-        cam_threshold: Grad-CAM++ map threshold.
-        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``): ``step`` (the
-            step P(terminate) passes 0.5) or ``median`` (the median of its own sampled stopping time).
-        position_prior: ``POSITION_PRIORS`` name; the game scores (rlsp, single-agent) are multiplied by it, as the
-            agent's training games were (``selfplay#position_prior``).
-    """
-
-    def __init__(
-        self,
-        detector: PresenceDetector,
-        rules: Any,
-        method: str = "rlsp",
-        gate_threshold: float = 0.5,
-        threshold: float = 0.8,
-        cam_threshold: float = 0.5,
-        stopping: str = "step",
-        position_prior: str = "none",
-    ) -> None:
-        from medwss.selfplay.rollout import STOPPING_RULES
-
-        super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if stopping not in STOPPING_RULES:
-            raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
-        self.detector, self.rules, self.method = detector.eval(), rules, method
-        self.gate_threshold, self.threshold, self.cam_threshold = gate_threshold, threshold, cam_threshold
-        self.stopping = stopping
-        self.prior = named_prior(position_prior, rules.grid_size)
-
-    def __call__(
-        self, inputs: torch.Tensor, network: torch.nn.Module | None = None, *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        """Segment a batch; ``present`` (B, K) bool in ``kwargs`` replaces the detector's gate (given labels)."""
-        images = torch.as_tensor(inputs).float()
-        if images.dim() != 4:
-            raise ValueError(f"expected a batch of photos (B, C, H, W), got {tuple(images.shape)}")
-        return self.segment(images, network, kwargs.get("present")).unsqueeze(1)
-
-    @torch.no_grad()
-    def segment(
-        self, images: torch.Tensor, network: torch.nn.Module | None = None, present: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N, C, H, W) -> (N, H, W) int64 label maps at the input size."""
-        from medwss.metrics.patches import patches_to_pixels
-
-        grid, size = self.rules.grid_size, tuple(images.shape[-2:])
-        image_probs, patch_probs = class_scores(self.detector, images, grid)
-        present = gate(image_probs, self.gate_threshold) if present is None else present.bool()
-        if self.method == "cam":
-            games = class_games(present, patch_probs)
-            maps = cam_class_maps(self.detector, images, games)
-            return merge_games(games, maps >= self.cam_threshold, maps, len(images))
-        trunk = None
-        if self.method == "rlsp":
-            from medwss.detector.features import DetectorEncoder
-
-            trunk = DetectorEncoder(self.detector, grid)(images)
-        if self.prior is not None:
-            patch_probs = patch_probs * self.prior
-        games = class_games(present, patch_probs, trunk)
-        patches = self.play(games, network)
-        masks = torch.as_tensor(patches_to_pixels(patches, size)).bool()
-        claims = torch.as_tensor(patches_to_pixels(games.scores, size)).float()
-        return merge_games(games, masks, claims, len(images))
-
-    def play(self, games: ClassGames, network: torch.nn.Module | None) -> torch.Tensor:
-        """(P, G, G) bool patches each game's agent took."""
-        from medwss.agents.threshold import threshold_segment
-        from medwss.selfplay.rollout import play_alone
-
-        g = self.rules.grid_size
-        if len(games.scores) == 0:
-            return torch.zeros(0, g, g, dtype=torch.bool)
-        if self.method == "single-agent":
-            return threshold_segment(games.scores, None, self.threshold, self.rules)
-        if network is None:
-            raise ValueError("method 'rlsp' needs the agent policy as network")
-        if getattr(network, "observation", None) != "features":
-            raise ValueError("photo games need a 'features' policy: its input carries the class cue")
-        network.eval()
-        return play_alone(network, None, games.scores, None, self.rules, base=games.features, stopping=self.stopping)
 
 
 def cam_class_maps(detector: PresenceDetector, images: torch.Tensor, games: ClassGames) -> torch.Tensor:

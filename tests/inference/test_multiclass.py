@@ -1,4 +1,4 @@
-"""Per-class games on photos: which games are played, how their masks merge, and the inferer's methods."""
+"""The multi-class step: which games are played, how their masks merge, and the one inferer's methods with it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from medwss.agents.policy import AgentPolicy
 from medwss.detector.network import build_detector
 from medwss.game.rules import GameRules
-from medwss.inference.photo import (
-    PhotoInferer,
+from medwss.inference.inferer import SelfPlayInferer
+from medwss.inference.multiclass import (
     class_games,
     class_scores,
     gate,
@@ -63,6 +63,10 @@ def test_gate_keeps_classes_at_or_above_the_threshold():
     assert gate(torch.tensor([[0.5, 0.49, 0.9]]), 0.5).tolist() == [[T, F, T]]
 
 
+def PhotoInferer(detector, rules, method="rlsp", **options):  # noqa: N802 (the inferer photo bundles build)
+    return SelfPlayInferer(detector, rules, method, region="none", multiclass=True, **options)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
@@ -86,7 +90,7 @@ def test_inferer_labels_only_the_classes_given(tiny, method):
     inferer = PhotoInferer(detector, rules, method=method, threshold=0.0, cam_threshold=0.0)
     present = torch.tensor([[F, T, F], [F, F, F]])
     out = inferer(images, policy, present=present)
-    assert out.shape == (2, 1, 32, 32) and out.dtype == torch.int64
+    assert out.shape == (2, 1, 32, 32) and out.dtype == torch.uint8
     assert set(out[0].unique().tolist()) <= {0, 2} and out[1].unique().tolist() == [0]
     if method != "rlsp":  # threshold 0 takes every patch / pixel: the only class claims the whole image
         assert out[0].unique().tolist() == [2]
@@ -112,7 +116,8 @@ def test_inferer_stops_the_agent_by_its_stopping_rule(tiny):
                         DetectorEncoder(detector, rules.grid_size)(images))  # fmt: skip
     taken = {}
     for stopping in ("step", "median"):
-        taken[stopping] = PhotoInferer(detector, rules, stopping=stopping).play(games, policy)
+        inferer = PhotoInferer(detector, rules, stopping=stopping)
+        taken[stopping] = inferer.play(None, games.scores, None, policy, lambda agent: games.features)
         expected = play_alone(policy, None, games.scores, None, rules, base=games.features, stopping=stopping)
         assert torch.equal(taken[stopping], expected)
     # an untrained agent (P(terminate) ~0.05 per step) never passes 0.5 at one step, but its median stop comes early
@@ -122,7 +127,7 @@ def test_inferer_stops_the_agent_by_its_stopping_rule(tiny):
 
 
 def test_centre_prior_is_symmetric_and_highest_in_the_middle():
-    from medwss.inference.photo import centre_prior, named_prior
+    from medwss.inference.multiclass import centre_prior, named_prior
 
     prior = centre_prior(4)
     assert prior.shape == (4, 4) and float(prior.max()) <= 1.0
@@ -135,16 +140,25 @@ def test_centre_prior_is_symmetric_and_highest_in_the_middle():
 
 
 def test_inferer_plays_on_scores_times_the_position_prior(tiny):
-    from medwss.inference.photo import centre_prior
+    from medwss.inference.multiclass import centre_prior
 
     detector, _, rules, images = tiny
     present = torch.tensor([[T, F, F], [F, F, F]])
     scores = class_scores(detector, images, rules.grid_size)[1][0, 0] * centre_prior(4)
     threshold = float(scores.flatten().sort().values[8])  # the score rule then takes the top half of the patches
-    out = PhotoInferer(detector, rules, "single-agent", threshold=threshold, position_prior="centre").segment(
+    out = PhotoInferer(detector, rules, "single-agent", threshold=threshold, position_prior="centre").class_labels(
         images, None, present
     )
     expected = (scores >= threshold).repeat_interleave(8, 0).repeat_interleave(8, 1)
     assert torch.equal(out[0] == 1, expected) and out[1].unique().tolist() == [0]
-    plain = PhotoInferer(detector, rules, "single-agent", threshold=threshold).segment(images, None, present)
+    plain = PhotoInferer(detector, rules, "single-agent", threshold=threshold).class_labels(images, None, present)
     assert not torch.equal(plain, out)  # without the prior the same threshold takes other patches
+
+
+def test_a_photo_is_a_one_slice_volume_of_the_same_inferer(tiny):
+    detector, policy, rules, images = tiny
+    inferer = PhotoInferer(detector, rules, gate_threshold=0.0)
+    photos = inferer(images, policy)
+    volume = inferer(images[:1].permute(1, 2, 3, 0)[None], policy)  # (1, C, H, W, Z=1)
+    assert torch.equal(volume[0, ..., 0], photos[0])
+    assert torch.equal(photos[:, 0].long(), inferer.class_labels(images, policy))
