@@ -3,7 +3,8 @@
 It is the ``inferer`` of every medwss bundle's ``inference.yaml``: MONAI's ``SupervisedEvaluator``, ``python -m
 monai.bundle run`` and MONAI Label's ``BundleInferTask`` call ``inferer(inputs, network)`` with the policy as
 ``network``. It holds the detector, which scores every slice once; the agent then takes patches on all slices of
-the volume at once until it calls termination (RLSP §3.5), and the patches it took form the mask.
+the volume at once until it calls termination (RLSP §3.5), and the patches it took form the mask. With
+``opponent="self"`` agent a plays the two-seat game against the agent itself instead (``selfplay.rollout.OPPONENTS``).
 
 ``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
 patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
@@ -42,7 +43,11 @@ class SelfPlayInferer(Inferer):
             plain MIL patch scores (bundles trained before scorers existed).
         agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
             as in training (``selfplay#agent_planes``).
-        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``).
+        stopping: when the agent calls termination (``selfplay.rollout.STOPPING_RULES``).
+        opponent: who agent a plays against (``selfplay.rollout.OPPONENTS``): ``none`` alone (the default, what
+            the bundles ship) or ``self``, the agent itself in seat b, the game it was trained on; the mask is a's
+            patches either way (``inferer#opponent`` in ``inference.yaml``; measured in
+            ``benchmarks/results/cohort_prostate_opponent.md``).
     """
 
     def __init__(
@@ -59,8 +64,13 @@ class SelfPlayInferer(Inferer):
         scorer: Any = None,
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
+        opponent: str = "none",
     ) -> None:
+        from medwss.selfplay.rollout import OPPONENTS
+
         super().__init__()
+        if opponent not in OPPONENTS:
+            raise ValueError(f"opponent must be one of {OPPONENTS}, got {opponent!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
@@ -74,6 +84,7 @@ class SelfPlayInferer(Inferer):
 
             scorer = PatchScorer(self.detector, rules.grid_size)
         self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
+        self.opponent = opponent
 
     def __call__(
         self,
@@ -104,7 +115,7 @@ class SelfPlayInferer(Inferer):
     @torch.no_grad()
     def _patches(self, slices, scored, network, progress: SliceProgress | None = None):
         from medwss.agents.threshold import threshold_segment
-        from medwss.selfplay.rollout import play_alone
+        from medwss.selfplay.rollout import play_inference_games
 
         if self.method == "single-agent":
             return threshold_segment(scored.scores, scored.region, self.threshold, self.rules)
@@ -112,10 +123,10 @@ class SelfPlayInferer(Inferer):
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
         base = self.agent_base(slices, scored, network, progress)
-        return play_alone(
+        return play_inference_games(
             network, slices, scored.scores, scored.region, self.rules, base=base, batch_size=self.batch_size,
-            stopping=self.stopping, progress=progress,
-        )
+            stopping=self.stopping, progress=progress, opponent=network if self.opponent == "self" else None,
+        ).patches  # fmt: skip
 
     def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A preprocessed volume (C, H, W, Z) -> detector input slices (Z, C', H, W) and region pixels (Z, H, W)."""
