@@ -67,7 +67,7 @@ from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_p
 from medwss.refinement.training import RefinementSettings, refine, train_refiner
 from medwss.runtime.config import load_config, parsed, stage_config_file
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
-from medwss.selfplay.rollout import play_alone
+from medwss.selfplay.rollout import InferenceGames, play_alone, play_inference_games
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -81,6 +81,7 @@ BOX_FRACTION = 0.4
 """Side of the central box as a fraction of the field of view (the content-free baseline of the issue)."""
 METHODS = {
     "rlsp": "RLSP (agent a alone, as `medwss segment`)",
+    "rlsp_self": "RLSP, agent a against itself (`inferer#opponent: self`), a's patches",
     "score_rule": "score rule at the calibrated threshold",
     "single_agent": "single agent (game score >= 0.8)",
     "cam": "Grad-CAM++ of the same detector (thresholds from validation)",
@@ -185,6 +186,45 @@ def bootstrap_ci(values: list[float], n: int = 2000, seed: int = SEED) -> tuple[
 def to_pixels(patches: torch.Tensor, size: tuple[int, int], region: torch.Tensor | None) -> torch.Tensor:
     px = torch.as_tensor(patches_to_pixels(patches, size)).bool()
     return px if region is None else px & region
+
+
+def final_picks(games: InferenceGames, seats: tuple[int, ...]) -> torch.Tensor:
+    """(B, G, G) bool the final picks of `seats` (0 = a, 1 = b) in games against an opponent."""
+    g = games.patches.shape[-1]
+    flat = torch.zeros(games.patches.shape[0], g * g, dtype=torch.bool, device=games.patches.device)
+    for seat in seats:
+        rows = (games.final_patch[:, seat] >= 0).nonzero().squeeze(1)
+        flat[rows, games.final_patch[rows, seat]] = True
+    return flat.view(-1, g, g)
+
+
+def opponent_masks(games: InferenceGames) -> dict[str, torch.Tensor]:
+    """Masks read from games against an opponent besides a's play-phase patches (diagnostics, issue 15): both
+    agents' play-phase patches (the board the two seats cleared) and a's patches plus its final pick."""
+    return {"against itself, a and b play-phase patches": (games.owner != 0) & ~final_picks(games, (0, 1)),
+            "against itself, a's patches + its final pick": games.patches | final_picks(games, (0,))}
+
+
+def game_stats(games: InferenceGames, present: torch.Tensor, truth: torch.Tensor, size, region) -> dict[str, float]:
+    """How the inference games of one fold ended: who terminated, on ROI-present and ROI-absent slices, and how much
+    of the slice the mask covers (pixels, after the region clip) against the truth."""
+    from medwss.game.record import EndReason
+
+    def frac(x, rows=None):
+        x = x if rows is None else x[rows]
+        return float(x.float().mean()) if x.numel() else math.nan
+
+    by_a, anyone = games.terminator == 0, games.terminator >= 0
+    px = to_pixels(games.patches.cpu(), size, region)
+    return {"slices": int(len(present)), "a_terminates": frac(by_a), "b_terminates": frac(games.terminator == 1),
+            "anyone_terminates": frac(anyone), "a_terminates_roi_slices": frac(by_a, present),
+            "a_terminates_empty_slices": frac(by_a, ~present),
+            "exhausted": frac(games.end_reason == EndReason.EXHAUSTED),
+            "step_limit": frac(games.end_reason == EndReason.STEP_LIMIT),
+            "patches_per_slice": float(games.patches.flatten(1).sum(1).float().mean()),
+            "mask_area": frac(px.flatten(1).float().mean(1)),
+            "truth_area": frac(truth.bool().flatten(1).float().mean(1)),
+            "mask_area_empty_slices": frac(px.flatten(1).float().mean(1), ~present)}
 
 
 def inference_setting(task: str, key: str, default):
@@ -320,13 +360,37 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                                                       work / "selfplay")
     stopping = inference_setting(task, "inferer#stopping", "step")
     start = time.perf_counter()
-    patches = play_alone(policy, None, scored.scores[te], legal[te], rules, base=features[te], stopping=stopping)
+    solo = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
+                                stopping=stopping)
     timing["rlsp_play_s"] = time.perf_counter() - start
-    out["rlsp"] = dice_per_patient(to_pixels(patches, size, None if regions is None else regions[te]), truth[te],
-                                   pats["test"])
+    patches = solo.patches
+    test_region = None if regions is None else regions[te]
+    out["rlsp"] = dice_per_patient(to_pixels(patches, size, test_region), truth[te], pats["test"])
     extra = {"rlsp_patches_per_slice": float(patches.flatten(1).sum(1).float().mean()),
              "rule_patches_per_slice": float(threshold_segment(scored.scores[te], legal[te], threshold)
                                              .flatten(1).sum(1).float().mean())}
+
+    # -------------------------------------------------------------- the same agent against itself (issue 15)
+    start = time.perf_counter()
+    versus = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
+                                  stopping=stopping, opponent=policy)
+    timing["rlsp_self_play_s"] = time.perf_counter() - start
+    out["rlsp_self"] = dice_per_patient(to_pixels(versus.patches, size, test_region), truth[te], pats["test"])
+    versus_step = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
+                                       stopping="step", opponent=policy)
+    solo_step = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
+                                     stopping="step")
+    variants = {"solo, per-step stopping": solo_step.patches, "against itself, per-step stopping": versus_step.patches,
+                **opponent_masks(versus)}
+    extra["inference_variants"] = {name: dice_per_patient(to_pixels(m, size, test_region), truth[te], pats["test"])
+                                   for name, m in variants.items()}
+    present = data.presence[te, 0] > 0.5
+    extra["opponent_stats"] = {
+        "solo": game_stats(solo, present, truth[te], size, test_region),
+        "self": game_stats(versus, present, truth[te], size, test_region),
+        "solo_step": game_stats(solo_step, present, truth[te], size, test_region),
+        "self_step": game_stats(versus_step, present, truth[te], size, test_region),
+    }
 
     # -------------------------------------------------------------- references that read masks
     out["oracle"] = dice_per_patient(torch.as_tensor(oracle_patch_mask(truth[te], grid, 0.5)), truth[te],
@@ -426,7 +490,7 @@ REGIONS = {"body": "the body mask (Otsu, from the image alone)", "prior": "the o
            "none": "the whole slice"}
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, name: str = "cohort") -> str:
     meta, lines = result["meta"], []
     iterations = "" if meta["iterations"] is None else f", {meta['iterations']} self-play iterations"
     if meta.get("epochs") is not None:
@@ -497,8 +561,42 @@ def markdown(result: dict) -> str:
         for p in sorted(summ["rlsp"]["per_patient"]):
             lines.append(f"| {p} | " + " | ".join(f"{summ[m]['per_patient'].get(p, math.nan):.3f}"
                                                   for m in sorted(summ)) + " |")
-        lines += ["", f"![per-patient Dice](cohort_{task}.png)", ""]
+        lines += opponent_section(res["folds"])
+        lines += ["", f"![per-patient Dice]({name}_{task}.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def opponent_section(folds: list[dict]) -> list[str]:
+    """Agent a alone against agent a playing the trained policy at inference (issue 15), per fold."""
+    folds = [f for f in folds if "opponent_stats" in f]
+    if not folds:
+        return []
+
+    def mean(d):
+        return float(np.mean(list(d.values())))
+
+    lines = ["", "Agent a at inference, alone (the bundles) or against itself in seat b (`inferer#opponent: self`), "
+             "the same trained agent and detector (mean 3D Dice over the fold's held-out patients; termination and "
+             "area over its test slices):", "",
+             "| fold | solo | against itself | a terminates, solo / against itself | anyone terminates, against "
+             "itself | a terminates on ROI-absent slices, solo / self | mask area, solo / self (truth) |",
+             "|---|---:|---:|---|---:|---|---|"]
+    for f in folds:
+        st, d = f["opponent_stats"], f["dice"]
+        lines.append(f"| {f['fold']} | {mean(d['rlsp']):.3f} | {mean(d['rlsp_self']):.3f} | "
+                     f"{st['solo']['a_terminates']:.2f} / {st['self']['a_terminates']:.2f} | "
+                     f"{st['self']['anyone_terminates']:.2f} | {st['solo']['a_terminates_empty_slices']:.2f} / "
+                     f"{st['self']['a_terminates_empty_slices']:.2f} | {st['solo']['mask_area']:.4f} / "
+                     f"{st['self']['mask_area']:.4f} ({st['self']['truth_area']:.4f}) |")
+    names = list(folds[0]["inference_variants"])
+    lines += ["", "Other masks from the same agent at inference (mean 3D Dice per fold, then over every held-out "
+              "patient):", "", "| variant | " + " | ".join(f"fold {f['fold']}" for f in folds) + " | all |",
+              "|---|" + "---:|" * (len(folds) + 1)]
+    for n in names:
+        per = {p: v for f in folds for p, v in f["inference_variants"][n].items()}
+        lines.append(f"| {n} | " + " | ".join(f"{mean(f['inference_variants'][n]):.3f}" for f in folds)
+                     + f" | {float(np.mean(list(per.values()))):.3f} |")
+    return lines
 
 
 def plot(task: str, summary: dict, out: Path) -> None:
@@ -536,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="skip folds already in cohort.partial.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--partial", type=Path, default=RESULTS / "cohort.partial.json", help="per-fold results file")
+    ap.add_argument("--report", default="cohort",
+                    help="name of the report files: results/NAME.{json,md}, NAME_<task>.png (a variant run keeps the "
+                         "published cohort report)")
     ap.add_argument("--borrow", type=Path, default=None,
                     help="another run's per-fold file: take its supervised UNet row and its ablations for the same "
                          "folds where this run has none (they are marked as borrowed in the report)")
@@ -589,11 +690,12 @@ def main(argv: list[str] | None = None) -> int:
     if not complete:
         print("partial run saved to cohort.partial.json; run the rest with --only / --resume", flush=True)
         return 0
-    (RESULTS / "cohort.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "cohort.md").write_text(markdown(result))
+    name = args.report
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{name}.md").write_text(markdown(result, name))
     for task, res in result["tasks"].items():
-        plot(task, res["summary"], RESULTS / f"cohort_{task}.png")
-    print((RESULTS / "cohort.md").read_text())
+        plot(task, res["summary"], RESULTS / f"{name}_{task}.png")
+    print((RESULTS / f"{name}.md").read_text())
     return 0
 
 

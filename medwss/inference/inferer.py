@@ -3,7 +3,8 @@
 It is the ``inferer`` of every medwss bundle's ``inference.yaml``: MONAI's ``SupervisedEvaluator``, ``python -m
 monai.bundle run`` and MONAI Label's ``BundleInferTask`` call ``inferer(inputs, network)`` with the policy as
 ``network``. It holds the detector, which scores every slice once; the agent then takes patches on all slices of
-the volume at once until it calls termination (RLSP §3.5), and the patches it took form the mask.
+the volume at once until it calls termination (RLSP §3.5), and the patches it took form the mask. With
+``opponent="self"`` agent a plays the two-seat game against the agent itself instead (``selfplay.rollout.OPPONENTS``).
 
 ``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
 patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
@@ -46,7 +47,11 @@ class SelfPlayInferer(Inferer):
             plain MIL patch scores (bundles trained before scorers existed).
         agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
             as in training (``selfplay#agent_planes``).
-        stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``).
+        stopping: when the agent calls termination (``selfplay.rollout.STOPPING_RULES``).
+        opponent: who agent a plays against (``selfplay.rollout.OPPONENTS``): ``none`` alone (the default, what
+            the bundles ship) or ``self``, the agent itself in seat b, the game it was trained on; the mask is a's
+            patches either way (``inferer#opponent`` in ``inference.yaml``; measured in
+            ``benchmarks/results/cohort_prostate_opponent.md``).
         multiclass: play one game per class the detector finds and return a label map (0 background, k = class k)
             instead of a binary mask (``medwss.inference.multiclass``).
         gate_threshold: multi-class only: the image-level probability a class needs to get a game.
@@ -68,14 +73,17 @@ class SelfPlayInferer(Inferer):
         scorer: Any = None,
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
+        opponent: str = "none",
         multiclass: bool = False,
         gate_threshold: float = 0.5,
         position_prior: str = "none",
     ) -> None:
         from medwss.inference.multiclass import named_prior
-        from medwss.selfplay.rollout import STOPPING_RULES
+        from medwss.selfplay.rollout import OPPONENTS, STOPPING_RULES
 
         super().__init__()
+        if opponent not in OPPONENTS:
+            raise ValueError(f"opponent must be one of {OPPONENTS}, got {opponent!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
@@ -91,6 +99,7 @@ class SelfPlayInferer(Inferer):
 
             scorer = PatchScorer(self.detector, rules.grid_size)
         self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
+        self.opponent = opponent
         self.multiclass, self.gate_threshold = multiclass, gate_threshold
         self.prior = named_prior(position_prior, rules.grid_size)
 
@@ -135,17 +144,17 @@ class SelfPlayInferer(Inferer):
         """(N, G, G) bool patches taken on each game's ``scores``: the trained agent (``network``) alone, or the
         single-agent baseline; ``base`` maps the agent to its features observation (None for pixels)."""
         from medwss.agents.threshold import threshold_segment
-        from medwss.selfplay.rollout import play_alone
+        from medwss.selfplay.rollout import play_inference_games
 
         if self.method == "single-agent":
             return threshold_segment(scores, region, self.threshold, self.rules)
         if network is None:
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
-        return play_alone(
+        return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
-            stopping=self.stopping, progress=progress,
-        )
+            stopping=self.stopping, progress=progress, opponent=network if self.opponent == "self" else None,
+        ).patches  # fmt: skip
 
     def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A preprocessed volume (C, H, W, Z) -> detector input slices (Z, C', H, W) and region pixels (Z, H, W)."""

@@ -1,4 +1,5 @@
-"""Playing batches of games with policies: self-play rollouts for PPO, and agent a alone (validation, inference).
+"""Playing batches of games with policies: self-play rollouts for PPO, and agent a at inference (validation,
+segmentation): alone, or against a fixed opponent (`OPPONENTS`).
 
 Games run in lock-step on `BatchedGame`; at each step the learner acts in the games where it is its seat's move and
 the frozen opponent in the others (seats fall out of step after a termination). The learner sits at agent a, or at
@@ -9,7 +10,7 @@ seat. Only the learner's transitions are stored, as compact game state (owner gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -161,6 +162,137 @@ def play_selfplay_games(
     )  # fmt: skip
 
 
+OPPONENTS = ("none", "self")
+"""Who agent a plays against at inference. "none": nobody, agent a alone (RLSP §3.5, what the bundles ship).
+"self": the trained policy itself in seat b, deterministic like a, so a plays the two-seat game it was trained on
+(turns of two picks, the step fraction of self-play, either seat may terminate); the mask is still a's patches.
+Why: alone, a sees boards and step fractions it never met in training (issue 15: it rarely called termination).
+The opponent is the final policy because it is the one a bundle ships (`models/model.pt`); a pool snapshot would
+need extra weights in every bundle."""
+
+
+@dataclass
+class InferenceGames:
+    """How B deterministic inference games (alone or against an opponent) ended: the mask and the bookkeeping."""
+
+    patches: torch.Tensor
+    """(B, G, G) bool agent a's play-phase patches (`BatchedGame.segmentation`): the mask."""
+    owner: torch.Tensor
+    """(B, G, G) int8 final board: 0 free, 1 a's, 2 b's (final picks included)."""
+    final_patch: torch.Tensor
+    """(B, 2) int64 final pick of a and b, -1 none."""
+    terminator: torch.Tensor
+    """(B,) int64 who called TERMINATE: 0 a, 1 b, -1 nobody (the board or the step limit ended the game)."""
+    end_reason: torch.Tensor
+    """(B,) int64 `EndReason`."""
+
+
+def _inference_actions(
+    policy: AgentPolicy,
+    obs: torch.Tensor,
+    mask: torch.Tensor,
+    survival: torch.Tensor,
+    deterministic: bool,
+    stopping: str,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Actions of the agents to move at inference, and their updated `survival` (for the "median" rule).
+
+    Args:
+        obs, mask: inputs and legal actions of the n games where `policy` moves.
+        survival: (n,) P(the sampled policy has not stopped yet) in each game, for the acting seat.
+    """
+    if deterministic and stopping == "median":
+        log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
+        # P(terminate) is exactly 0 where TERMINATE is illegal (final picks): survival holds there, and a survival
+        # already below 1/2 must not call TERMINATE in the final phase.
+        survival = survival * (1.0 - log_probs[:, -1].exp())
+        stop = (mask[:, -1] & (survival < 0.5)) | ~mask[:, :-1].any(dim=1)
+        return torch.where(stop, mask.shape[1] - 1, log_probs[:, :-1].argmax(dim=-1)), survival
+    return policy.act(obs, mask, deterministic, generator)[0], survival
+
+
+@torch.no_grad()
+def play_inference_games(
+    policy: AgentPolicy,
+    images: torch.Tensor | None,
+    scores: torch.Tensor | None,
+    region: torch.Tensor | None,
+    rules: GameRules,
+    *,
+    opponent: AgentPolicy | None = None,
+    features: torch.Tensor | None = None,
+    encoder: Encoder | None = None,
+    base: torch.Tensor | None = None,
+    deterministic: bool = True,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+    stopping: str = "step",
+    progress: SliceProgress | None = None,
+) -> InferenceGames:
+    """Agent a plays every slice, alone (`opponent` None) or against `opponent` in seat b; `play_alone` and
+    `play_against` keep only the mask, benchmarks read how the games ended.
+
+    Both seats act by the same rule (`deterministic`, `stopping`), each with its own stopping survival. Arguments
+    as `play_alone`; `opponent` must take the same observation base as `policy` (the trained policy itself does).
+    """
+    if stopping not in STOPPING_RULES:
+        raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+    if base is None:
+        if images is None:
+            raise ValueError("play_alone needs images or a precomputed observation base")
+        base = observation_base(
+            images, policy.observation, policy.grid_size, features=features, encoder=encoder,
+            pixels_per_patch=policy.pixels_per_patch,
+        )  # fmt: skip
+    g = rules.grid_size
+    dev = next(policy.parameters()).device  # the game runs where the agent does
+    base = base.to(dev)
+    scores = torch.zeros(base.shape[0], g, g, device=dev) if scores is None else scores.to(dev)
+    region = None if region is None else region.to(dev)
+    alone = opponent is None
+    parts: list[InferenceGames] = []
+    for part in batches(base.shape[0], batch_size, progress, "playing slices"):
+        game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=alone)
+        chunk = base[part]
+        survival = torch.ones(game.batch_size, 2, device=dev)  # per seat, for the "median" rule
+        while True:
+            live = ~game.done
+            if not bool(live.any()):
+                break
+            step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64, device=dev)
+            mask = game.action_mask()
+            # One forward pass over every live game when both seats are the same network (observations are
+            # relative to the agent to move), else one per seat.
+            if alone or opponent is policy:
+                seats = ((policy, live),)
+            else:
+                seats = ((policy, live & (game.agent == 0)), (opponent, live & (game.agent == 1)))
+            for actor, selected in seats:
+                rows = selected.nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    continue
+                seat = game.agent[rows]
+                step_actions[rows], survival[rows, seat] = _inference_actions(
+                    actor, _inputs(actor, chunk, game, rows), mask[rows], survival[rows, seat], deterministic,
+                    stopping, generator,
+                )  # fmt: skip
+            game.step(step_actions)
+        done = InferenceGames(
+            patches=game.segmentation(), owner=game.owner.clone(), final_patch=game.final_patch.clone(),
+            terminator=game.terminator.clone(), end_reason=game.end_reason.clone(),
+        )  # fmt: skip
+        parts.append(done)
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return InferenceGames(
+            patches=torch.zeros(0, g, g, dtype=torch.bool, device=dev),
+            owner=torch.zeros(0, g, g, dtype=torch.int8, device=dev),
+            final_patch=torch.zeros(0, 2, dtype=torch.int64, device=dev), terminator=empty, end_reason=empty,
+        )  # fmt: skip
+    return InferenceGames(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(InferenceGames)))
+
+
 @torch.no_grad()
 def play_alone(
     policy: AgentPolicy,
@@ -192,39 +324,44 @@ def play_alone(
         stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
         progress: told after each batch of games (``"playing slices"``, one game per slice).
     """
-    if stopping not in STOPPING_RULES:
-        raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
-    if base is None:
-        if images is None:
-            raise ValueError("play_alone needs images or a precomputed observation base")
-        base = observation_base(
-            images, policy.observation, policy.grid_size, features=features, encoder=encoder,
-            pixels_per_patch=policy.pixels_per_patch,
-        )  # fmt: skip
-    g = rules.grid_size
-    dev = next(policy.parameters()).device  # the game runs where the agent does
-    base = base.to(dev)
-    scores = torch.zeros(base.shape[0], g, g, device=dev) if scores is None else scores.to(dev)
-    region = None if region is None else region.to(dev)
-    masks = []
-    for part in batches(base.shape[0], batch_size, progress, "playing slices"):
-        game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
-        chunk = base[part]
-        survival = torch.ones(game.batch_size, device=dev)  # P(the sampled policy has not stopped yet), "median" rule
-        while True:
-            rows = (~game.done).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                break
-            step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64, device=dev)
-            obs = _inputs(policy, chunk, game, rows)
-            mask = game.action_mask()[rows]
-            if deterministic and stopping == "median":
-                log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
-                survival[rows] = survival[rows] * (1.0 - log_probs[:, -1].exp())
-                stop = (survival[rows] < 0.5) | ~mask[:, :-1].any(dim=1)
-                step_actions[rows] = torch.where(stop, rules.terminate_action, log_probs[:, :-1].argmax(dim=-1))
-            else:
-                step_actions[rows] = policy.act(obs, mask, deterministic, generator)[0]
-            game.step(step_actions)
-        masks.append(game.segmentation())
-    return torch.cat(masks) if masks else torch.zeros(0, g, g, dtype=torch.bool, device=dev)
+    return play_inference_games(
+        policy, images, scores, region, rules, features=features, encoder=encoder, base=base,
+        deterministic=deterministic, generator=generator, batch_size=batch_size, stopping=stopping, progress=progress,
+    ).patches  # fmt: skip
+
+
+@torch.no_grad()
+def play_against(
+    policy: AgentPolicy,
+    images: torch.Tensor | None,
+    scores: torch.Tensor | None,
+    region: torch.Tensor | None,
+    rules: GameRules,
+    *,
+    opponent: AgentPolicy | None = None,
+    features: torch.Tensor | None = None,
+    encoder: Encoder | None = None,
+    base: torch.Tensor | None = None,
+    deterministic: bool = True,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+    stopping: str = "step",
+    progress: SliceProgress | None = None,
+) -> torch.Tensor:
+    """Agent a plays the self-play game against a fixed `opponent` in seat b (default: `policy` itself, `OPPONENTS`
+    "self"); returns the (B, G, G) bool patches a took in the play phase.
+
+    The mask is a's normal picks up to the termination, whoever called it. a's final pick is left out, as
+    `BatchedGame.segmentation` leaves it out: after a's own termination it is a probe whose content decides nothing
+    for a (the terminator's fate rests on b's final pick), and after b's termination it is a's bet that ROI is left,
+    one patch past the point where the game says the ROI was taken. b's patches are not a's mask either: b is the
+    opponent a competes with for ROI patches, so a's mask covers a's share of the ROI, not all of it.
+
+    Arguments as `play_alone`, plus `opponent` (same observation base as `policy`). `scores` fill only the game's
+    bookkeeping (who won the termination), not the mask.
+    """
+    return play_inference_games(
+        policy, images, scores, region, rules, opponent=policy if opponent is None else opponent, features=features,
+        encoder=encoder, base=base, deterministic=deterministic, generator=generator, batch_size=batch_size,
+        stopping=stopping, progress=progress,
+    ).patches  # fmt: skip

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from typer.testing import CliRunner
 
 from medwss import api
@@ -191,6 +192,31 @@ def test_replay_draws_one_game_and_refuses_a_bad_slice(tmp_path, trained):
     )
     assert result.exit_code == 2 and "slice 99 is outside the scan" in result.stderr
     assert not (tmp_path / "r2.png").exists()
+
+
+def test_inferer_opponent_self_plays_the_agent_against_itself(trained):
+    """``inferer#opponent: self`` gives agent a's patches from games against the bundle's agent; the default (none)
+    stays the solo game, and an unknown opponent is refused when the config is built."""
+    from medwss.data.transforms import process_volume
+    from medwss.inference.inferer import SelfPlayInferer
+    from medwss.selfplay.rollout import play_against, play_alone
+
+    bundle, data = trained
+    solo, versus = Segmenter(bundle), Segmenter(bundle, overrides={"inferer#opponent": "self"})
+    assert solo.inferer.opponent == "none" and versus.inferer.opponent == "self"
+    processed = process_volume({"image": str(data / "p0" / "t2.nii.gz")}, versus.preprocessing)
+    slices, region = versus.inferer.slices_and_region(torch.as_tensor(processed["image"]))
+    scored = versus.inferer.scorer.score(slices, region)
+    base = versus.inferer.agent_base(slices, scored, versus.network)
+    args = (versus.network, slices, scored.scores, scored.region, versus.inferer.rules)
+    expected = play_against(*args, base=base, stopping=versus.inferer.stopping)
+    assert torch.equal(versus.inferer.play(*args[1:4], versus.network, lambda agent: base), expected)
+    alone = play_alone(*args, base=base, stopping=solo.inferer.stopping)
+    assert torch.equal(solo.inferer.play(*args[1:4], solo.network, lambda agent: base), alone)
+    mask = versus.predict(data / "p0" / "t2.nii.gz")
+    assert mask.shape == solo.predict(data / "p0" / "t2.nii.gz").shape and mask.dtype == bool
+    with pytest.raises(ValueError, match="opponent"):
+        SelfPlayInferer(solo.inferer.detector, solo.inferer.rules, opponent="pool")
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Self-play rollouts store exactly the learner's transitions, rewards and game ends; agent a alone makes masks."""
+"""Self-play rollouts store exactly the learner's transitions, rewards and game ends; agent a alone, or against an
+opponent at inference, makes masks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from medwss.agents.inputs import build_observation, observation_base
 from medwss.agents.policy import AgentPolicy
 from medwss.game.record import EndReason
 from medwss.game.rules import GameRules
-from medwss.selfplay.rollout import play_alone, play_selfplay_games
+from medwss.selfplay.rollout import play_against, play_alone, play_inference_games, play_selfplay_games
 
 G, SIZE, B = 4, 16, 12
 
@@ -113,3 +114,67 @@ def test_play_alone_refuses_an_unknown_stopping_rule() -> None:
     with pytest.raises(ValueError, match="stopping"):
         play_alone(_constant_stopper(0.3), None, None, None, GameRules(grid_size=2), base=torch.zeros(1, 1, 2, 2),
                    stopping="never")
+
+
+# ---------------------------------------------------------------------------------------- against an opponent
+@pytest.mark.parametrize("mode", ["features", "pixels"])
+def test_play_against_itself_keeps_only_agent_a_play_phase_patches(mode: str) -> None:
+    policy, _, base, scores, region = setup(mode, termination_prob=0.2)
+    rules = GameRules(grid_size=G)
+    games = play_inference_games(policy, None, scores, region, rules, base=base, opponent=policy, batch_size=5,
+                                 stopping="median")  # fmt: skip
+    assert games.patches.shape == (B, G, G) and games.patches.dtype == torch.bool
+    # b played (its patches are on the board) and none of them is in a's mask; nothing outside the region.
+    assert bool((games.owner == 2).any())
+    assert not bool((games.patches & (games.owner != 1)).any())
+    assert not bool(((games.owner != 0) & ~region).any())
+    # a's mask is every patch a owns but its final pick.
+    a_final = torch.zeros(B, G * G, dtype=torch.bool)
+    has = games.final_patch[:, 0] >= 0
+    a_final[has.nonzero().squeeze(1), games.final_patch[has, 0]] = True
+    assert torch.equal(games.patches, (games.owner == 1) & ~a_final.view(B, G, G))
+    # Deterministic, and `play_against` (default opponent: the policy itself) returns the same mask.
+    again = play_against(policy, None, scores, region, rules, base=base, stopping="median")
+    assert torch.equal(again, games.patches)
+    assert bool((games.end_reason != EndReason.NOT_ENDED).all())
+
+
+@pytest.mark.parametrize(("p_stop", "stopping", "a_patches", "terminator"), [
+    (0.3, "median", 1, 0),  # a: 1 - 0.7 after its first pick, 1 - 0.49 >= 0.5 at its second move: terminates
+    (0.3, "step", 2, -1),  # nobody ever stops: a and b take 2 patches each and the board runs out
+    (0.6, "step", 0, 0),  # a terminates at once: its final pick is not in its mask
+    (0.6, "median", 0, 0),
+])
+def test_play_against_mask_stops_at_the_termination(p_stop: float, stopping: str, a_patches: int,
+                                                    terminator: int) -> None:  # fmt: skip
+    rules = GameRules(grid_size=2)
+    policy = _constant_stopper(p_stop)
+    games = play_inference_games(policy, None, None, None, rules, base=torch.zeros(3, 1, 2, 2), opponent=policy,
+                                 stopping=stopping)  # fmt: skip
+    assert games.patches.flatten(1).sum(1).tolist() == [a_patches] * 3
+    assert games.terminator.tolist() == [terminator] * 3
+    if terminator >= 0:  # both final picks were played (survival below 1/2 never calls TERMINATE in the final phase)
+        assert bool((games.final_patch >= 0).all()) and games.end_reason.tolist() == [EndReason.TERMINATED] * 3
+    else:
+        assert games.end_reason.tolist() == [EndReason.EXHAUSTED] * 3
+
+
+def test_play_against_a_terminating_opponent_keeps_a_s_first_pick() -> None:
+    """b (another network) terminates at its first move: a's mask is its one normal pick, b's seat used b's net."""
+    policy, _, base, scores, region = setup("features", termination_prob=0.01)
+    quitter, _, _, _, _ = setup("features", termination_prob=0.999)
+    games = play_inference_games(policy, None, scores, region, GameRules(grid_size=G), base=base, opponent=quitter)
+    assert games.patches.flatten(1).sum(1).tolist() == [1] * B
+    assert games.terminator.tolist() == [1] * B
+    assert bool(((games.owner == 2).flatten(1).sum(1) <= 1).all())  # b only took its final pick
+
+
+def test_play_alone_is_play_inference_games_without_an_opponent() -> None:
+    policy, _, base, scores, region = setup("features", termination_prob=0.2)
+    rules = GameRules(grid_size=G)
+    games = play_inference_games(policy, None, scores, region, rules, base=base, stopping="median")
+    assert torch.equal(games.patches, play_alone(policy, None, scores, region, rules, base=base, stopping="median"))
+    assert set(games.terminator.tolist()) <= {-1, 0} and not bool((games.owner == 2).any())
+    assert bool((games.final_patch == -1).all())
+    empty = play_inference_games(policy, None, None, None, rules, base=base[:0], opponent=policy)
+    assert empty.patches.shape == (0, G, G) and empty.terminator.shape == (0,)
