@@ -403,9 +403,9 @@ def is_slice_spec(spec: str | Path | None) -> bool:
 def is_photo_bundle(bundle: str | Path) -> bool:
     """A photo bundle (``bundles/coco``, ``bundles/voc``, or its name): photos in, PNG label maps out; False for a
     bundle found nowhere, which is reported where the bundle is read (after the cheaper checks of the inputs)."""
-    from medwss.runtime.config import is_photo_bundle as photo
     from medwss.errors import MedwssError
     from medwss.runtime.config import find_bundle
+    from medwss.runtime.config import is_photo_bundle as photo
 
     try:
         return photo(find_bundle(bundle))

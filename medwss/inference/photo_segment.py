@@ -122,7 +122,7 @@ class ResizeToPhotod(MapTransform):
 
 
 class WritePhotoLabelsd(MapTransform):
-    """Write ``pred`` (1, H, W) at the photo's size as ``<output_dir>/<stem>.png`` (atomic), after ``ResizeToPhotod``."""
+    """Write ``pred`` (1, H, W), after ``ResizeToPhotod``, as ``<output_dir>/<stem>.png`` (atomic)."""
 
     def __init__(self, keys: str = "pred", output_dir: str | Path = "./medwss_seg") -> None:
         super().__init__(keys)

@@ -11,6 +11,7 @@ seat. Only the learner's transitions are stored, as compact game state (owner gr
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -339,14 +340,7 @@ def play_against(
     rules: GameRules,
     *,
     opponent: AgentPolicy | None = None,
-    features: torch.Tensor | None = None,
-    encoder: Encoder | None = None,
-    base: torch.Tensor | None = None,
-    deterministic: bool = True,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-    stopping: str = "step",
-    progress: SliceProgress | None = None,
+    **options: Any,
 ) -> torch.Tensor:
     """Agent a plays the self-play game against a fixed `opponent` in seat b (default: `policy` itself, `OPPONENTS`
     "self"); returns the (B, G, G) bool patches a took in the play phase.
@@ -357,11 +351,8 @@ def play_against(
     one patch past the point where the game says the ROI was taken. b's patches are not a's mask either: b is the
     opponent a competes with for ROI patches, so a's mask covers a's share of the ROI, not all of it.
 
-    Arguments as `play_alone`, plus `opponent` (same observation base as `policy`). `scores` fill only the game's
-    bookkeeping (who won the termination), not the mask.
+    Arguments as `play_alone` (``options``: its keyword arguments), plus `opponent` (same observation base as
+    `policy`). `scores` fill only the game's bookkeeping (who won the termination), not the mask.
     """
-    return play_inference_games(
-        policy, images, scores, region, rules, opponent=policy if opponent is None else opponent, features=features,
-        encoder=encoder, base=base, deterministic=deterministic, generator=generator, batch_size=batch_size,
-        stopping=stopping, progress=progress,
-    ).patches  # fmt: skip
+    opponent = policy if opponent is None else opponent
+    return play_inference_games(policy, images, scores, region, rules, opponent=opponent, **options).patches

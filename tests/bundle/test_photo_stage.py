@@ -65,7 +65,8 @@ def test_training_exports_weights_and_notes_with_the_split(trained):
     bundle, _, notes = trained
     assert [n["stage"] for n in notes] == ["detector", "selfplay"]
     held_out = notes[0]["data"]["holdout_patients"]
-    assert len(held_out) == 1 and held_out[0] not in notes[0]["data"]["train_patients"] + notes[0]["data"]["val_patients"]
+    trained_on = notes[0]["data"]["train_patients"] + notes[0]["data"]["val_patients"]
+    assert len(held_out) == 1 and held_out[0] not in trained_on
     assert notes[0]["data"]["slices"] == 5  # the held-out photo is never trained on
     assert notes[1]["data"]["train_games"] > 0
     for name in ("detector.pt", "model.pt", "detector.json", "policy.json"):
@@ -112,7 +113,8 @@ def test_output_paths_and_bundle_kind(tmp_path):
         photo_output_paths([tmp_path / "a.png"], tmp_path / "a.png", "cam")
     assert is_photo_bundle(REPO / "bundles" / "coco") and is_photo_bundle(REPO / "bundles" / "voc")
     assert not is_photo_bundle(REPO / "bundles" / "prostate")
-    assert is_multiclass_bundle(REPO / "bundles" / "voc") and not is_multiclass_bundle(REPO / "bundles" / "liver_tumour")
+    assert is_multiclass_bundle(REPO / "bundles" / "voc")
+    assert not is_multiclass_bundle(REPO / "bundles" / "liver_tumour")
 
 
 def split_config(holdout, val, seed=0):
