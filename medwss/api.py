@@ -241,14 +241,8 @@ def segment(
         MedwssError: bad scans, masks, outputs or bundle; a scan of another modality than the bundle's unless
             ``allow_modality_mismatch``.
     """
-    from medwss.inference.segment import (
-        Segmenter,
-        check_format,
-        find_scan_items,
-        match_priors,
-        output_paths,
-        seg_path,
-    )
+    from medwss.data.discovery import find_scan_items, match_priors
+    from medwss.inference.segment import Segmenter, check_format, output_paths, seg_path
     from medwss.runtime.device import configure_threads
     from medwss.runtime.outputs import claim_outputs
 
@@ -376,7 +370,8 @@ def segment_batch(
 
 def _segment_plan(scans, out, bundle, method, roi_mask, device, threads, fmt, pattern, spec, allow_modality_mismatch):
     """The segmenter, the scans, their priors and their mask paths: everything checked before the first scan."""
-    from medwss.inference.segment import Segmenter, check_format, find_scan_items, match_priors, output_paths
+    from medwss.data.discovery import find_scan_items, match_priors
+    from medwss.inference.segment import Segmenter, check_format, output_paths
     from medwss.runtime.device import configure_threads
 
     items = find_scan_items([Path(s) for s in scans], pattern, Path(spec) if spec else None)

@@ -245,7 +245,7 @@ def segment(
     _setup_logging(verbose)
     single = (bundle is not None and api.is_photo_bundle(bundle)) or api.is_slice_spec(spec)
     if not single and shard is None and env_world().size <= 1:
-        from medwss.inference.segment import find_scan_items
+        from medwss.data.discovery import find_scan_items
 
         # A folder of many scans is a batch (goes on past a bad scan); one scan, or a DICOM series folder, is not.
         single = len(find_scan_items(scans, pattern, spec)) <= 1

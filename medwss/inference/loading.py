@@ -67,7 +67,7 @@ def scan_datalist(folder: str | Path, prior_folder: str | Path | None = None) ->
     Raises:
         MedwssError: no scans, or a scan without its organ prior (matched by case id) when priors are asked for.
     """
-    from medwss.inference.segment import find_scans, match_priors
+    from medwss.data.discovery import find_scans, match_priors
 
     scans = find_scans([Path(folder)])
     priors = match_priors(scans, Path(prior_folder)) if prior_folder else [None] * len(scans)

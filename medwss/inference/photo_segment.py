@@ -22,30 +22,10 @@ from medwss.errors import MedwssError
 logger = logging.getLogger(__name__)
 
 
-def find_photos(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their photos (by suffix), sorted.
-
-    Raises:
-        MedwssError: a missing path, or a folder without photos.
-    """
-    from medwss.data.natural.dataset import PHOTO_SUFFIXES
-
-    photos: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise MedwssError(path, "file not found")
-        if path.is_file():
-            photos.append(path)
-            continue
-        found = sorted(c for c in path.iterdir() if c.is_file() and c.suffix.lower() in PHOTO_SUFFIXES)
-        if not found:
-            raise MedwssError(path, f"no photos in this folder ({', '.join(PHOTO_SUFFIXES)})")
-        photos += found
-    return photos
-
-
 def photo_datalist(folder: str | Path) -> list[dict[str, str]]:
     """``[{image: path}]`` for every photo in ``folder`` (``inference.yaml`` ``dataset``)."""
+    from medwss.data.discovery import find_photos
+
     return [{"image": str(p)} for p in find_photos([folder])]
 
 
@@ -152,6 +132,8 @@ def segment_photos(
     from medwss.runtime.progress import ProgressTask
 
     task = task or ProgressTask()
+    from medwss.data.discovery import find_photos
+
     paths = find_photos(photos)
     outs = photo_output_paths(paths, Path(out) if out else None, method)
     segmenter = Segmenter(bundle, method)
