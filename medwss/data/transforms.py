@@ -127,7 +127,9 @@ class WindowIntensityd(MapTransform):
 
 
 def source_of(image: Any) -> str:
-    """The file a MetaTensor was loaded from, for error messages."""
+    """The file a MetaTensor was loaded from (a path is its own file), for error messages and re-reading."""
+    if isinstance(image, str | Path):
+        return str(image)
     return str(getattr(image, "meta", {}).get("filename_or_obj", "image"))
 
 

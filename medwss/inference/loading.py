@@ -154,20 +154,15 @@ class ClipToPriord(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from medwss.data.io import read_mask_array
+        from medwss.data.transforms import source_of
 
         d = dict(data)
         if d.get(self.prior_key) is None:
             return d
-        prior = torch.from_numpy(read_mask_array(_source(d[self.prior_key]), _source(d[self.image_key]))[0] > 0)
+        prior = torch.from_numpy(read_mask_array(source_of(d[self.prior_key]), source_of(d[self.image_key]))[0] > 0)
         for key in self.key_iterator(d):
             d[key] = d[key] * prior  # (1 | K, X, Y, Z) x (X, Y, Z): the mask keeps its dtype and meta
         return d
-
-
-def _source(value: Any) -> str:
-    """The file a loaded MetaTensor came from, or the path itself."""
-    meta = getattr(value, "meta", None)
-    return str(meta["filename_or_obj"]) if meta is not None else str(value)
 
 
 def _spatial_part(preprocessing: Compose) -> Compose:
