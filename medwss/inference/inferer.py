@@ -8,6 +8,9 @@ the volume at once until it calls termination (RLSP §3.5), and the patches it t
 ``method`` switches to the baselines a user would otherwise pick, over the same detector: ``single-agent`` (take
 patches while the detector score is >= 0.8, the paper's ablation) and ``cam`` (Grad-CAM++ of the detector).
 
+An optional ``refiner`` (the bundle's ``refine`` stage: a MONAI UNet trained on the agent's own masks of the
+training slices) replaces the patch masks by pixel masks; ``refiner: null`` in ``inference.yaml`` leaves it off.
+
 ``medwss segment`` passes a ``progress`` callable (``runtime.progress.SliceProgress``) that each pass over the slices
 (scoring, Grad-CAM++, features, the game) tells after every batch; MONAI's callers pass none, and nothing changes.
 """
@@ -43,6 +46,11 @@ class SelfPlayInferer(Inferer):
         agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
             as in training (``selfplay#agent_planes``).
         stopping: when the agent alone calls termination (``selfplay.rollout.STOPPING_RULES``).
+        refiner: a trained refinement UNet (``refinement.training.load_refiner``) or None. When set, the mask is
+            the refiner's: it learnt the organ's appearance from the agent's masks, so its borders are the
+            image's rather than the grid's (benchmarks/results/refinement.md measures both).
+        refine_threshold: the refiner's foreground probability threshold.
+        refine_gate: slices whose detector presence probability is below it get an empty refined mask (0 = off).
     """
 
     def __init__(
@@ -59,6 +67,9 @@ class SelfPlayInferer(Inferer):
         scorer: Any = None,
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
+        refiner: torch.nn.Module | None = None,
+        refine_threshold: float = 0.5,
+        refine_gate: float = 0.0,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -74,6 +85,8 @@ class SelfPlayInferer(Inferer):
 
             scorer = PatchScorer(self.detector, rules.grid_size)
         self.scorer, self.agent_planes, self.stopping = scorer, tuple(agent_planes), stopping
+        self.refiner = None if refiner is None else refiner.eval()
+        self.refine_threshold, self.refine_gate = refine_threshold, refine_gate
 
     def __call__(
         self,
@@ -137,10 +150,42 @@ class SelfPlayInferer(Inferer):
     ) -> torch.Tensor:
         """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask; ``progress`` is told after each batch of slices."""
         from medwss.data.slices import stack_slices
+
+        slices, region = self.slices_and_region(volume)
+        if self.refiner is not None:
+            pixels = self.refined_masks(slices, region, progress)
+        else:
+            pixels = self.method_masks(slices, region, network, progress)
+        return stack_slices(pixels.cpu()).to(torch.uint8)
+
+    @torch.no_grad()
+    def refined_masks(
+        self, slices: torch.Tensor, region: torch.Tensor | None, progress: SliceProgress | None = None
+    ) -> torch.Tensor:
+        """(Z, H, W) bool masks of the refiner, inside the region, empty on slices below ``refine_gate``."""
+        from medwss.refinement.training import refine
+
+        device = next(self.refiner.parameters()).device
+        pixels = refine(self.refiner, slices.to(device), threshold=self.refine_threshold).cpu()
+        if self.refine_gate > 0:
+            gate = self.scorer.slice_probabilities(slices, region, progress).cpu()
+            pixels &= (gate >= self.refine_gate)[:, None, None]
+        return pixels if region is None else pixels & region.bool()
+
+    def method_masks(
+        self,
+        slices: torch.Tensor,
+        region: torch.Tensor | None,
+        network: torch.nn.Module | None,
+        progress: SliceProgress | None = None,
+    ) -> torch.Tensor:
+        """(Z, C, H, W) detector input slices -> (Z, H, W) bool masks of ``method`` (never refined).
+
+        Why public: the ``refine`` stage trains the refiner on exactly these masks of the training slices.
+        """
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
-        slices, region = self.slices_and_region(volume)
         height, width = slices.shape[-2:]
         if self.method == "cam":
             pixels = cam_masks(
@@ -157,4 +202,4 @@ class SelfPlayInferer(Inferer):
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region
-        return stack_slices(pixels.cpu()).to(torch.uint8)
+        return pixels.bool()
