@@ -3,9 +3,10 @@ slices, exported as ``models/refiner.pt`` + ``models/refiner.json`` (issue 15 it
 
 Why: the agent's masks are unions of grid patches; a segmenter trained on many of them learns the organ's
 appearance and draws pixel borders. On the prostate cross-validation (benchmarks/results/refinement.md) it beat the
-agent on the test patients of every fold. It runs after ``selfplay`` and only when asked
-(``medwss train BUNDLE --stage refine``: it is not in ``common.yaml``'s ``stages``), and inference uses it only when
-``inference.yaml`` sets ``refiner``. No reference mask is read: the targets are what ``medwss segment`` would output.
+agent on the test patients of 5 of 6 folds (two runs), all but the one fold whose agent was already good. It runs
+after ``selfplay`` and only when asked (``medwss train BUNDLE --stage refine``: it is not in ``common.yaml``'s
+``stages``), and inference uses it only when ``inference.yaml`` sets ``refiner``. No reference mask is read: the
+targets are what ``medwss segment`` would output.
 """
 
 from __future__ import annotations
