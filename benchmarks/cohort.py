@@ -39,6 +39,7 @@ Results: ``benchmarks/results/cohort.{md,json,png}``; each finished fold goes at
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -64,7 +65,7 @@ from medwss.detector.network import detector_members
 from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
-from medwss.refinement.training import RefinementSettings, refine, train_refiner
+from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
 from medwss.runtime.config import load_config, parsed, stage_config_file
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
 from medwss.selfplay.rollout import InferenceGames, play_alone, play_inference_games
@@ -76,12 +77,15 @@ SEED = 0
 QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Candidate ROI quantiles of the calibrated threshold, picked per fold on the validation patients."""
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-"""Candidate slice-probability gates of the gated trivial masks."""
+"""Candidate slice-probability gates of the gated trivial masks (and of the refined RLSP masks)."""
+REFINE_THRESHOLDS = (0.3, 0.5, 0.7)
+"""Candidate probability thresholds of the refiner UNet, picked per fold on the validation patients."""
 BOX_FRACTION = 0.4
 """Side of the central box as a fraction of the field of view (the content-free baseline of the issue)."""
 METHODS = {
     "rlsp": "RLSP (agent a alone, as `medwss segment`)",
     "rlsp_self": "RLSP, agent a against itself (`inferer#opponent: self`), a's patches",
+    "rlsp_refined": "RLSP refined (UNet trained on RLSP's masks of the training patients)",
     "score_rule": "score rule at the calibrated threshold",
     "single_agent": "single agent (game score >= 0.8)",
     "cam": "Grad-CAM++ of the same detector (thresholds from validation)",
@@ -359,6 +363,12 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     policy, rules, timing["selfplay_s"] = train_agent(parser, data, scored, features, threshold, (tr, va), settings,
                                                       work / "selfplay")
     stopping = inference_setting(task, "inferer#stopping", "step")
+
+    def rlsp_on(rows):
+        """The agent alone on these slices, as `medwss segment`: (patches, pixel masks inside the region)."""
+        pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], stopping=stopping)
+        return pm, to_pixels(pm, size, None if regions is None else regions[rows])
+
     start = time.perf_counter()
     solo = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
                                 stopping=stopping)
@@ -369,6 +379,10 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     extra = {"rlsp_patches_per_slice": float(patches.flatten(1).sum(1).float().mean()),
              "rule_patches_per_slice": float(threshold_segment(scored.scores[te], legal[te], threshold)
                                              .flatten(1).sum(1).float().mean())}
+    if args.refine:
+        extra["refinement"] = refine_rlsp(data, regions, gate, lambda rows: rlsp_on(rows)[1], (tr, va, te), pats,
+                                          args.refine_epochs, args.refine_every)
+        out["rlsp_refined"] = extra["refinement"].pop("test_dice")
 
     # -------------------------------------------------------------- the same agent against itself (issue 15)
     start = time.perf_counter()
@@ -442,6 +456,71 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                    feats=agent_features(encoder, data.images, plain, (), None), sc=plain, thr=plain_t)
     return {"fold": fold["fold"], "patients": {k: fold[k] for k in ("train", "val", "test")}, "dice": out,
             "ablations": ablations, "auc": auc, "chosen": chosen, "timing": timing, **extra}
+
+
+def refined_masks(prob: torch.Tensor, threshold: float, gate: torch.Tensor, min_gate: float,
+                  region: torch.Tensor | None) -> torch.Tensor:
+    """Refiner probabilities to masks: above the threshold, on slices the detector gate passes, inside the region."""
+    px = (prob > threshold) & (gate >= min_gate)[:, None, None]
+    return px if region is None else px & region.bool()
+
+
+def mask_area(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Mean mask pixels per slice and the ratio of the total to the reference's (1 = the right amount)."""
+    return {"pixels_per_slice": float(pred.flatten(1).sum(1).float().mean()),
+            "vs_reference": float(pred.sum()) / max(float(truth.sum()), 1.0)}
+
+
+def refine_rlsp(data, regions, gate, rlsp_px, rows, pats, epochs: int, every: int) -> dict:
+    """The "RLSP refined" row: a UNet trained on the agent's masks of the training patients, refining test slices.
+
+    Why: RLSP masks are unions of grid patches; a segmenter trained on many of them may learn the organ's
+    appearance and draw pixel borders (issue 15 item 5). The training targets are the agent's own masks on the
+    training patients (no reference mask is read there). The refiner's epoch count (one training, checkpoints every
+    ``every`` epochs), probability threshold and slice gate are picked on the validation patients' masks, as every
+    other tuned row of this benchmark; the test patients are only scored.
+
+    Args:
+        rlsp_px: rows -> the agent's pixel masks on those slices (the RLSP row's own call).
+        rows: the fold's (train, validation, test) slice selections.
+    Returns:
+        ``test_dice`` (per test patient), validation Dice of plain and refined RLSP, the choices, mask areas, timings.
+    """
+    tr, va, te = rows
+    truth = data.masks[:, 0]
+    region = (lambda r: None) if regions is None else (lambda r: regions[r])
+    start = time.perf_counter()
+    pseudo = rlsp_px(tr)
+    snapshots: dict[int, dict] = {}
+
+    def keep(epoch: int, model: torch.nn.Module) -> None:
+        if epoch % every == 0 or epoch == epochs:
+            snapshots[epoch] = copy.deepcopy(model.state_dict())
+
+    net = train_refiner(data.images[tr], pseudo, RefinementSettings(epochs=epochs, seed=SEED), checkpoint=keep)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    val_dice, test_prob = {}, {}
+    for epoch, state in snapshots.items():
+        net.load_state_dict(state)
+        prob = refine_probabilities(net, data.images[va])
+        test_prob[epoch] = refine_probabilities(net, data.images[te])
+        for t in REFINE_THRESHOLDS:
+            for g in GATES:
+                val_dice[(epoch, t, g)] = mean_dice(refined_masks(prob, t, gate[va], g, region(va)), truth[va],
+                                                    pats["val"])
+    (epoch, t, g), best = pick_on_validation(list(val_dice), val_dice.get)
+    test_px = refined_masks(test_prob[epoch], t, gate[te], g, region(te))
+    plain_val, plain_test = rlsp_px(va), rlsp_px(te)
+    return {"test_dice": dice_per_patient(test_px, truth[te], pats["test"]),
+            "val": {"rlsp": mean_dice(plain_val, truth[va], pats["val"]), "refined": best,
+                    "refined_per_epoch": {e: max(v for c, v in val_dice.items() if c[0] == e) for e in snapshots}},
+            "chosen": {"epochs": epoch, "threshold": t, "gate": g, "trained_epochs": epochs},
+            "area_test": {"rlsp": mask_area(plain_test, truth[te]), "refined": mask_area(test_px, truth[te]),
+                          "reference": mask_area(truth[te], truth[te])},
+            "pseudo_area_train": mask_area(pseudo, truth[tr]),
+            "timing": {"train_s": train_s, "select_s": time.perf_counter() - start,
+                       "slices": {"train": int(tr.sum()), "val": int(va.sum()), "test": int(te.sum())}}}
 
 
 def with_borrowed(fold: dict, other: dict | None, source: Path | None) -> dict:
@@ -599,6 +678,56 @@ def opponent_section(folds: list[dict]) -> list[str]:
     return lines
 
 
+def refinement_markdown(result: dict) -> str:
+    """Report of ``--refine``: per fold, validation and test Dice of RLSP and RLSP refined, choices, areas, times."""
+    meta = result["meta"]
+    lines = ["# Refinement revisited: a UNet trained on RLSP's masks (issue 15 item 5)", "",
+             f"Commit {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}; torch "
+             f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
+             f"before, {meta['load'][1]:.1f} after); `benchmarks/cohort.py --refine`, seed {SEED}, "
+             f"{meta['n_val']} validation patients per fold; detector and self-play with the bundle's settings.", "",
+             "Per fold the trained agent plays alone on the training patients' slices; a MONAI UNet "
+             f"(`medwss.refinement`, {meta['refine_epochs']} epochs, a checkpoint every {meta['refine_every']}) "
+             "learns those masks (no reference mask is read), then segments the test patients' slices. The "
+             "checkpoint, the probability threshold and a slice gate on the detector's probability are picked on the "
+             "validation patients; the test patients are only scored. 3D Dice on the 128 x 128 grid per patient.", ""]
+    for task, res in result["tasks"].items():
+        folds = [f for f in res["folds"] if "refinement" in f]
+        lines += [f"## {task} ({len(folds)} folds)", "",
+                  "| fold | val RLSP | val refined | test RLSP | test refined | chosen epochs / threshold / gate | "
+                  "test px per slice RLSP / refined / reference | refiner training s (slices) |",
+                  "|---|---:|---:|---:|---:|---|---|---|"]
+        for f in folds:
+            r, d = f["refinement"], f["dice"]
+            a, c = r["area_test"], r["chosen"]
+            lines.append(
+                f"| {f['fold']} | {r['val']['rlsp']:.3f} | {r['val']['refined']:.3f} | "
+                f"{np.mean(list(d['rlsp'].values())):.3f} | {np.mean(list(d['rlsp_refined'].values())):.3f} | "
+                f"{c['epochs']} / {c['threshold']} / {c['gate']} | {a['rlsp']['pixels_per_slice']:.0f} / "
+                f"{a['refined']['pixels_per_slice']:.0f} / {a['reference']['pixels_per_slice']:.0f} | "
+                f"{r['timing']['train_s']:.0f} ({r['timing']['slices']['train']}) |")
+        summ = summarise(folds)
+        wins = sum(f["refinement"]["val"]["refined"] > f["refinement"]["val"]["rlsp"] for f in folds)
+        lines += ["", f"Refined beats plain RLSP on the validation patients of {wins} of {len(folds)} folds.", "",
+                  "Test patients of these folds (mean 3D Dice over patients, 95% bootstrap interval):", "",
+                  "| method | mean 3D Dice | 95% CI | n |", "|---|---:|---|---:|"]
+        for m in ("rlsp", "rlsp_refined"):
+            lo, hi = summ[m]["ci95"]
+            lines.append(f"| {METHODS[m]} | {summ[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} | {summ[m]['n']} |")
+        lines += ["", "Validation Dice of the refiner per checkpoint (best threshold and gate):", "",
+                  "| fold | " + " | ".join(f"epoch {e}" for e in folds[0]["refinement"]["val"]["refined_per_epoch"])
+                  + " |", "|---|" + "---:|" * len(folds[0]["refinement"]["val"]["refined_per_epoch"])]
+        for f in folds:
+            lines.append(f"| {f['fold']} | " + " | ".join(
+                f"{v:.3f}" for v in f["refinement"]["val"]["refined_per_epoch"].values()) + " |")
+        lines += ["", "Per test patient (3D Dice):", "", "| patient | RLSP | RLSP refined |", "|---|---:|---:|"]
+        for p in sorted(summ["rlsp"]["per_patient"]):
+            lines.append(f"| {p} | {summ['rlsp']['per_patient'][p]:.3f} | "
+                         f"{summ['rlsp_refined']['per_patient'][p]:.3f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def plot(task: str, summary: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -627,6 +756,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the bundle's)")
     ap.add_argument("--iterations", type=int, default=None, help="self-play iterations (default: the bundle's)")
     ap.add_argument("--unet-epochs", type=int, default=100)
+    ap.add_argument("--refine", action="store_true",
+                    help="add the 'RLSP refined' row (a UNet trained on RLSP's training-patient masks) and write "
+                         "--refine-report instead of cohort.md/json")
+    ap.add_argument("--refine-epochs", type=int, default=40, help="refiner UNet epochs (checkpoints picked on "
+                                                                   "validation)")
+    ap.add_argument("--refine-every", type=int, default=10, help="epochs between the refiner's candidate checkpoints")
+    ap.add_argument("--refine-report", type=Path, default=RESULTS / "refinement.md",
+                    help="the refinement report (its .json beside it), written from the folds done so far")
     ap.add_argument("--ablations", type=int, nargs="*", default=None,
                     help="ablations on these folds (no number: every fold)")
     ap.add_argument("--ablation-grids", type=int, nargs="*", default=[8])
@@ -686,6 +823,12 @@ def main(argv: list[str] | None = None) -> int:
                       "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
                       "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations, "epochs": args.epochs,
                       "unet_epochs": args.unet_epochs, "python": platform.python_version()}
+    if args.refine:
+        result["meta"] |= {"refine_epochs": args.refine_epochs, "refine_every": args.refine_every}
+        args.refine_report.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        args.refine_report.write_text(refinement_markdown(result))
+        print(args.refine_report.read_text())
+        return 0
     complete = all(len(r["folds"]) == args.folds for r in result["tasks"].values())
     if not complete:
         print("partial run saved to cohort.partial.json; run the rest with --only / --resume", flush=True)

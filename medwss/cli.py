@@ -120,7 +120,9 @@ def check(
 @user_errors
 def train(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (bundles/prostate) or name (prostate).")],
-    stage: Annotated[str | None, typer.Option(help="Run only this stage (detector, selfplay).")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="Run only this stage (detector, selfplay; refine: optional, after selfplay).")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config entry by its MONAI id: --set seed=3.")
     ] = None,

@@ -83,9 +83,11 @@ def train_stage(
     parser = load_config(root, [stage_config_file(root, s) for s in names], overrides)
     stage_dir = run_dir_for(root, parser, run_dir, stage)
     task = task or ProgressTask()
+    from medwss.bundle.refine_stage import train_refine_stage
     from medwss.bundle.selfplay_stage import train_selfplay_stage
 
-    runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage}
+    # ``refine`` is optional: it runs only when named (``--stage refine``), after ``selfplay``.
+    runners = {"detector": train_detector_stage, "selfplay": train_selfplay_stage, "refine": train_refine_stage}
     if stage not in runners:
         raise MedwssError(root / "configs", f"unknown stage {stage!r} (known: {', '.join(runners)})")
     if restart:

@@ -13,6 +13,9 @@ One inferer for every bundle: a photo (B, C, H, W) is a one-slice volume, and a 
 chosen from its metadata: ``bundles/coco``, ``bundles/voc``) adds one step, a game per present class merged into a
 label map (``medwss.inference.multiclass``), instead of a parallel pipeline.
 
+An optional ``refiner`` (the bundle's ``refine`` stage: a MONAI UNet trained on the agent's own masks of the
+training slices) replaces the patch masks by pixel masks; ``refiner: null`` in ``inference.yaml`` leaves it off.
+
 ``medwss segment`` passes a ``progress`` callable (``runtime.progress.SliceProgress``) that each pass over the slices
 (scoring, Grad-CAM++, features, the game) tells after every batch; MONAI's callers pass none, and nothing changes.
 """
@@ -57,6 +60,11 @@ class SelfPlayInferer(Inferer):
         gate_threshold: multi-class only: the image-level probability a class needs to get a game.
         position_prior: multi-class only: ``multiclass.POSITION_PRIORS`` name the game scores are multiplied by, as
             the agent's training games were (``selfplay#position_prior``).
+        refiner: a trained refinement UNet (``refinement.training.load_refiner``) or None (binary bundles only).
+            When set, the mask is the refiner's: it learnt the organ's appearance from the agent's masks, so its
+            borders are the image's rather than the grid's (benchmarks/results/refinement.md measures both).
+        refine_threshold: the refiner's foreground probability threshold.
+        refine_gate: slices whose detector presence probability is below it get an empty refined mask (0 = off).
     """
 
     def __init__(
@@ -77,6 +85,9 @@ class SelfPlayInferer(Inferer):
         multiclass: bool = False,
         gate_threshold: float = 0.5,
         position_prior: str = "none",
+        refiner: torch.nn.Module | None = None,
+        refine_threshold: float = 0.5,
+        refine_gate: float = 0.0,
     ) -> None:
         from medwss.inference.multiclass import named_prior
         from medwss.selfplay.rollout import OPPONENTS, STOPPING_RULES
@@ -102,6 +113,8 @@ class SelfPlayInferer(Inferer):
         self.opponent = opponent
         self.multiclass, self.gate_threshold = multiclass, gate_threshold
         self.prior = named_prior(position_prior, rules.grid_size)
+        self.refiner = None if refiner is None else refiner.eval()
+        self.refine_threshold, self.refine_gate = refine_threshold, refine_gate
 
     def __call__(
         self,
@@ -181,10 +194,44 @@ class SelfPlayInferer(Inferer):
         """One volume (C, H, W, Z) -> (1, H, W, Z) uint8 mask (a label map for a multi-class bundle, which may be
         given the classes ``present`` (Z, K) on each slice); ``progress`` is told after each batch of slices."""
         from medwss.data.slices import stack_slices
+
+        slices, region = self.slices_and_region(volume)
+        if self.refiner is not None and not self.multiclass:
+            pixels = self.refined_masks(slices, region, progress)
+        else:
+            pixels = self.method_masks(slices, region, network, progress, present)
+        return stack_slices(pixels.cpu()).to(torch.uint8)
+
+    @torch.no_grad()
+    def refined_masks(
+        self, slices: torch.Tensor, region: torch.Tensor | None, progress: SliceProgress | None = None
+    ) -> torch.Tensor:
+        """(Z, H, W) bool masks of the refiner, inside the region, empty on slices below ``refine_gate``."""
+        from medwss.refinement.training import refine
+
+        device = next(self.refiner.parameters()).device
+        pixels = refine(self.refiner, slices.to(device), threshold=self.refine_threshold).cpu()
+        if self.refine_gate > 0:
+            gate = self.scorer.slice_probabilities(slices, region, progress).cpu()
+            pixels &= (gate >= self.refine_gate)[:, None, None]
+        return pixels if region is None else pixels & region.bool()
+
+    def method_masks(
+        self,
+        slices: torch.Tensor,
+        region: torch.Tensor | None,
+        network: torch.nn.Module | None,
+        progress: SliceProgress | None = None,
+        present: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(Z, C, H, W) detector input slices -> (Z, H, W) bool masks of ``method`` (never refined); int64 label
+        maps for a multi-class bundle (``class_labels``, given ``present`` classes if any).
+
+        Why public: the ``refine`` stage trains the refiner on exactly these masks of the training slices.
+        """
         from medwss.detector.cam import cam_masks
         from medwss.metrics.patches import patches_to_pixels
 
-        slices, region = self.slices_and_region(volume)
         height, width = slices.shape[-2:]
         if self.multiclass:
             pixels = self.class_labels(slices, network, present)
@@ -204,7 +251,7 @@ class SelfPlayInferer(Inferer):
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region
-        return stack_slices(pixels.cpu()).to(torch.uint8)
+        return pixels if self.multiclass else pixels.bool()
 
     @torch.no_grad()
     def class_labels(

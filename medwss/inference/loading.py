@@ -26,6 +26,27 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     return network.eval()
 
 
+def load_refiner(path: str | Path) -> torch.nn.Module:
+    """The ``refine`` stage's UNet: architecture from the note beside the weights (``refiner.json``), in eval mode.
+
+    Why a note: the UNet's channels and input channels are the stage's settings, not inference.yaml's, so a
+    retrained refiner cannot meet a stale architecture.
+
+    Raises:
+        MedwssError: the refine stage has not run (no weights or no note).
+    """
+    import json
+
+    from medwss.refinement.training import RefinementSettings, build_refiner
+
+    note_path = Path(path).with_suffix(".json")
+    if not note_path.is_file():
+        raise MedwssError(note_path, "no refiner: run `medwss train BUNDLE --stage refine` first")
+    network = json.loads(note_path.read_text())["network"]
+    settings = RefinementSettings(channels=tuple(network["channels"]), num_res_units=int(network["num_res_units"]))
+    return load_weights(build_refiner(int(network["in_channels"]), settings), path)
+
+
 def load_inference(
     bundle: str | Path, method: str, methods: Sequence[str], overrides: dict[str, Any] | None = None
 ) -> tuple[Path, Any, Any]:

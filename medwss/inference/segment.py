@@ -162,6 +162,8 @@ class Segmenter:
         self.inferer.detector.to(self.device)
         if self.network is not None:
             self.network.to(self.device)
+        if getattr(self.inferer, "refiner", None) is not None:  # the optional refine stage's UNet
+            self.inferer.refiner.to(self.device)
 
     def segment(
         self,

@@ -56,6 +56,7 @@ def train_refiner(
     settings: RefinementSettings,
     *,
     progress: Callable[[int, float], None] | None = None,
+    checkpoint: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> torch.nn.Module:
     """Train a UNet on (N, C, H, W) slices and (N, H, W) bool target masks; returns it in eval mode.
 
@@ -66,6 +67,9 @@ def train_refiner(
         targets: masks to learn (RLSP pseudo-masks, or reference masks for an upper bound).
         settings: hyper-parameters and seed.
         progress: called as ``progress(epoch, mean_loss)`` after every epoch.
+        checkpoint: called as ``checkpoint(epoch, model)`` after every epoch (the model is still training: copy
+            its ``state_dict`` to keep it). Why: the epoch count can then be picked on validation data from one
+            training run instead of one run per candidate.
     """
     from monai.losses import DiceCELoss
 
@@ -95,14 +99,29 @@ def train_refiner(
             losses.append(float(loss.detach()))
         if progress is not None:
             progress(epoch + 1, sum(losses) / len(losses))
+        if checkpoint is not None:
+            checkpoint(epoch + 1, model)
     return model.eval()
 
 
 @torch.no_grad()
-def refine(
-    model: torch.nn.Module, images: torch.Tensor, region: torch.Tensor | None = None, batch_size: int = 64
-) -> torch.Tensor:
-    """(N, H, W) bool masks from a trained refiner (logit > 0), limited to the region when one is given."""
+def refine_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """(N, H, W) foreground probabilities of a trained refiner.
+
+    Why separate from `refine`: a caller that picks the probability threshold (or a slice gate) on validation
+    data runs the network once and thresholds many times.
+    """
     model.eval()
-    out = torch.cat([model(images[part])[:, 0] > 0 for part in batches(len(images), batch_size)])
+    return torch.cat([torch.sigmoid(model(images[part])[:, 0]) for part in batches(len(images), batch_size)])
+
+
+def refine(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    region: torch.Tensor | None = None,
+    batch_size: int = 64,
+    threshold: float = 0.5,
+) -> torch.Tensor:
+    """(N, H, W) bool masks from a trained refiner (probability > threshold), limited to the region if given."""
+    out = refine_probabilities(model, images, batch_size) > threshold
     return out & region.bool() if region is not None else out

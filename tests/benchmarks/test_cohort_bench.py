@@ -111,3 +111,73 @@ def test_liver_task_knows_its_patient_kinds(bench):
         pytest.skip("shared data not present")
     kinds = bench.patient_kinds(bench.task_parser("liver_tumour", LITS.parents[1]))
     assert sorted(set(kinds.values())) == ["ircadb", "lits_slices"] and len(kinds) == 16
+
+
+def _refine_toy(n_per_patient: int = 4, size: int = 32):
+    """Six patients of slices with a bright square; the 'agent' marks an 8-pixel-aligned block around it."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    patients = [f"p{i}" for i in range(6) for _ in range(n_per_patient)]
+    images = 0.2 + 0.05 * torch.randn(len(patients), 1, size, size, generator=g)
+    masks = torch.zeros(len(patients), 1, size, size, dtype=torch.bool)
+    blocks = torch.zeros(len(patients), size, size, dtype=torch.bool)
+    for i in range(len(patients)):
+        y, x = torch.randint(0, size - 10, (2,), generator=g).tolist()
+        masks[i, 0, y : y + 10, x : x + 10] = True
+        blocks[i, y // 8 * 8 : (y + 10 + 7) // 8 * 8, x // 8 * 8 : (x + 10 + 7) // 8 * 8] = True
+    images[masks] += 0.6
+    return SimpleNamespace(images=images, masks=masks), patients, blocks
+
+
+def test_refined_rlsp_choices_come_from_validation_only(bench):
+    torch.set_num_threads(1)
+    data, patients, blocks = _refine_toy()
+    folds = {"train": ["p0", "p1", "p2"], "val": ["p3"], "test": ["p4", "p5"]}
+    rows = tuple(bench.rows_of(patients, folds[k]) for k in ("train", "val", "test"))
+    pats = {k: [p for p in patients if p in folds[k]] for k in ("val", "test")}
+    gate = torch.linspace(0, 1, len(patients))
+    calls = []
+
+    def agent(r):
+        calls.append(r)
+        return blocks[r]
+
+    res = bench.refine_rlsp(data, None, gate, agent, rows, pats, epochs=2, every=1)
+    assert torch.equal(calls[0], rows[0])  # the refiner learns the agent's masks of the training patients
+    assert set(res["test_dice"]) == {"p4", "p5"}
+    assert res["chosen"]["epochs"] in (1, 2) and set(res["val"]["refined_per_epoch"]) == {1, 2}
+    assert res["val"]["refined"] == max(res["val"]["refined_per_epoch"].values())
+    # Changing the test patients' masks changes their scores, never what was chosen.
+    flipped = type(data)(images=data.images, masks=data.masks.clone())
+    flipped.masks[rows[2]] = ~flipped.masks[rows[2]]
+    again = bench.refine_rlsp(flipped, None, gate, agent, rows, pats, epochs=2, every=1)
+    assert again["chosen"] == res["chosen"] and again["val"] == res["val"]
+    assert again["test_dice"] != res["test_dice"]
+
+
+def test_refined_masks_gate_and_region_and_area(bench):
+    prob = torch.tensor([[[0.9, 0.4]], [[0.9, 0.9]]])
+    region = torch.tensor([[[True, True]], [[False, True]]])
+    px = bench.refined_masks(prob, 0.5, torch.tensor([0.8, 0.2]), 0.5, region)
+    assert px.tolist() == [[[True, False]], [[False, False]]]
+    area = bench.mask_area(px, torch.ones_like(px))
+    assert area == pytest.approx({"pixels_per_slice": 0.5, "vs_reference": 0.25})
+
+
+def test_refinement_report(bench):
+    refinement = {"val": {"rlsp": 0.4, "refined": 0.5, "refined_per_epoch": {"20": 0.45, "40": 0.5}},
+                  "chosen": {"epochs": 40, "threshold": 0.5, "gate": 0.3, "trained_epochs": 40},
+                  "area_test": {m: {"pixels_per_slice": 100.0, "vs_reference": 1.0}
+                                for m in ("rlsp", "refined", "reference")},
+                  "timing": {"train_s": 12.0, "select_s": 1.0, "slices": {"train": 10, "val": 3, "test": 4}}}
+    folds = [{"fold": 0, "dice": {"rlsp": {"a": 0.6}, "rlsp_refined": {"a": 0.7}}, "refinement": refinement},
+             {"fold": 1, "dice": {"rlsp": {"b": 0.4}, "rlsp_refined": {"b": 0.3}},
+              "refinement": dict(refinement, val={**refinement["val"], "refined": 0.3})}]
+    result = {"tasks": {"prostate": {"folds": folds}},
+              "meta": {"git": {"commit": "abc", "dirty": False}, "torch": "2", "cpu_count": 2, "load": [1.0, 1.0],
+                       "n_val": 1, "refine_epochs": 40, "refine_every": 20}}
+    text = bench.refinement_markdown(result)
+    assert "| 0 | 0.400 | 0.500 | 0.600 | 0.700 | 40 / 0.5 / 0.3 |" in text
+    assert "validation patients of 1 of 2 folds" in text
+    assert "| RLSP refined (UNet trained on RLSP's masks of the training patients) | 0.500 |" in text

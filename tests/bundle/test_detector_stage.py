@@ -82,4 +82,4 @@ def test_bad_override_and_unknown_stage_are_user_errors(tmp_path, data_root):
     with pytest.raises(MedwssError, match="no config entry"):
         train_stage(bundle, "detector", overrides={"nothere#epochs": 3})
     with pytest.raises(MedwssError, match="no config for stage"):
-        train_stage(bundle, "refine")
+        train_stage(bundle, "polish")  # no such stage (refine exists since issue 15)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medwss.refinement.training import RefinementSettings, refine, train_refiner
+from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
 
 TINY = RefinementSettings(epochs=12, batch_size=8, learning_rate=2e-2, channels=(4, 8), num_res_units=0, seed=0)
 
@@ -51,3 +51,17 @@ def test_shape_mismatch_is_rejected() -> None:
     images, masks = _toy(4)
     with pytest.raises(ValueError, match="disagree"):
         train_refiner(images, masks[:3], TINY)
+
+
+def test_checkpoint_sees_every_epoch_and_thresholds_nest() -> None:
+    """The checkpoint hook lets a caller pick the epoch count on validation from one run; thresholds nest."""
+    torch.set_num_threads(1)
+    images, masks = _toy(8)
+    seen: list[int] = []
+    model = train_refiner(images, masks, TINY, checkpoint=lambda epoch, net: seen.append(epoch))
+    assert seen == list(range(1, TINY.epochs + 1))
+    prob = refine_probabilities(model, images)
+    assert prob.shape == masks.shape and float(prob.min()) >= 0 and float(prob.max()) <= 1
+    low, mid, high = (refine(model, images, threshold=t) for t in (0.3, 0.5, 0.7))
+    assert not (high & ~mid).any() and not (mid & ~low).any()
+    assert torch.equal(mid, prob > 0.5)
