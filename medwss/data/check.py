@@ -105,19 +105,30 @@ def _read_image(path: Path, expect_ct: bool = False) -> tuple[list[Problem], Any
     return [], geometry
 
 
+def start_report(root: Path, kind: str, discover, on_total=None) -> tuple[CheckReport, Any]:
+    """A new report of ``root`` and what ``discover(problems)`` found (None when it failed outright: the report then
+    says why); files it could not find are problems of the report, not a stop."""
+    report = CheckReport(str(root), kind, problems=[])
+    missing: list[MedwssError] = []
+    try:
+        found = discover(missing)
+    except MedwssError as err:
+        report.problems.append(Problem(err.path, err.problem))
+        return report, None
+    report.problems.extend(Problem(err.path, err.problem) for err in missing)
+    if on_total:
+        on_total(len(found[-1] if isinstance(found, tuple) else found))
+    return report, found
+
+
 def _check_dataset(root: Path, spec, progress: Progress | None, on_total) -> CheckReport:
     from medwss.data.datalist import discover_cases
 
-    report = CheckReport(str(root), "data set", problems=[])
-    missing: list[MedwssError] = []
-    try:
-        spec, cases = discover_cases(root, spec, problems=missing)
-    except MedwssError as err:
-        report.problems.append(Problem(err.path, err.problem))
+    report, found = start_report(root, "data set", lambda missing: discover_cases(root, spec, problems=missing),
+                                 on_total)  # fmt: skip
+    if found is None:
         return report
-    report.problems.extend(Problem(err.path, err.problem) for err in missing)
-    if on_total:
-        on_total(len(cases))
+    spec, cases = found
     declared = _declared_values(root)
     expect_ct = _expects_ct(spec)
     present = {name: 0 for name in spec.classes}

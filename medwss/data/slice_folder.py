@@ -417,18 +417,11 @@ def _range(source: str, config: dict[str, Any]) -> tuple[float, float] | None:
 
 def check_slice_set(root: Path, spec: SliceSetSpec, progress: Any = None, on_total: Any = None):
     """Read every slice and mask of a slice-folder set; one ``Problem`` per bad file, table row or patient."""
-    from medwss.data.check import CheckReport, Problem
+    from medwss.data.check import Problem, start_report
 
-    report = CheckReport(str(root), "slice set", problems=[])
-    missing: list[MedwssError] = []
-    try:
-        patients = spec.discover(root, problems=missing)
-    except MedwssError as err:
-        report.problems.append(Problem(err.path, err.problem))
+    report, patients = start_report(root, "slice set", lambda missing: spec.discover(root, problems=missing), on_total)
+    if patients is None:
         return report
-    report.problems.extend(Problem(e.path, e.problem) for e in missing)
-    if on_total:
-        on_total(len(patients))
     present = {name: 0 for name in spec.classes}
     slices = 0
     for patient in patients:

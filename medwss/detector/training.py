@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -322,22 +323,22 @@ class DetectorTrainer:
 def train_detector(
     images: torch.Tensor,
     presence: torch.Tensor,
-    regions: torch.Tensor | None = None,
-    patient_ids: Sequence[str] | None = None,
-    val_patients: Sequence[str] = (),
+    *,
     settings: DetectorTrainingSettings | None = None,
     model: PresenceDetector | None = None,
     callback: Callable[[DetectorTrainer, dict[str, float]], None] | None = None,
+    **data: Any,
 ) -> tuple[PresenceDetector, list[dict[str, float]]]:
     """Train a detector for ``settings.epochs`` epochs; returns it with its best weights, and the history.
 
+    ``data`` are ``DetectorTrainer``'s other inputs (``regions``, ``patient_ids``, ``val_patients``);
     ``callback(trainer, metrics)`` runs after every epoch (checkpointing, metric logging).
     """
     settings = settings or DetectorTrainingSettings()
     if model is None:
         set_determinism(settings.seed)
         model = build_detector(in_channels=images.shape[1], num_classes=presence.shape[1])
-    trainer = DetectorTrainer(model, images, presence, regions, patient_ids, val_patients, settings)
+    trainer = DetectorTrainer(model, images, presence, settings=settings, **data)
     while trainer.epoch < settings.epochs:
         metrics = trainer.step()
         if callback is not None:

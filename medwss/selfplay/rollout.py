@@ -301,15 +301,7 @@ def play_alone(
     scores: torch.Tensor | None,
     region: torch.Tensor | None,
     rules: GameRules,
-    *,
-    features: torch.Tensor | None = None,
-    encoder: Encoder | None = None,
-    base: torch.Tensor | None = None,
-    deterministic: bool = True,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-    stopping: str = "step",
-    progress: SliceProgress | None = None,
+    **options: Any,
 ) -> torch.Tensor:
     """Agent a plays alone until it terminates (RLSP §3.5); returns the (B, G, G) bool patches it took.
 
@@ -324,11 +316,12 @@ def play_alone(
         batch_size: games played at once, to bound memory on large volumes.
         stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
         progress: told after each batch of games (``"playing slices"``, one game per slice).
+
+    The keywords above go to `play_inference_games` (defaults: batch_size 256, stopping "step").
     """
-    return play_inference_games(
-        policy, images, scores, region, rules, features=features, encoder=encoder, base=base,
-        deterministic=deterministic, generator=generator, batch_size=batch_size, stopping=stopping, progress=progress,
-    ).patches  # fmt: skip
+    if "opponent" in options:
+        raise TypeError("play_alone plays without an opponent: use play_against")
+    return play_inference_games(policy, images, scores, region, rules, **options).patches
 
 
 @torch.no_grad()
