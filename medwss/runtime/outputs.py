@@ -51,11 +51,16 @@ def check_output(out: Path, inputs: Iterable[Path] = ()) -> Path:
 
 
 def _take_lock(out: Path) -> Path:
-    """Create ``.<name>.lock`` exclusively (O_EXCL); a lock whose process is gone is taken over."""
+    """Create ``.<name>.lock`` holding this process's pid, atomically; a lock whose process is gone is taken over.
+
+    Why a hard link of a finished file rather than ``O_EXCL`` then a write: between those two steps another process
+    would read an empty lock, take it for a killed run's and remove it, and both would write (seen when two
+    ``medwss segment`` start at the same instant). A link appears with its pid already in it, or not at all.
+    """
     lock = lock_path(out)
     for _ in range(3):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create_with_pid(lock)
         except FileExistsError:
             try:
                 holder = int(lock.read_text().strip() or 0)
@@ -69,10 +74,29 @@ def _take_lock(out: Path) -> Path:
             continue
         except OSError as err:
             raise MedwssError(out, os_problem(err)) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
         return lock
     raise MedwssError(out, "cannot claim the output: its lock file keeps reappearing")
+
+
+def _create_with_pid(lock: Path) -> None:
+    """``lock`` with this pid in it, created atomically. Raises FileExistsError when it exists.
+
+    A file system without hard links falls back to ``O_EXCL`` and a write (the short window above comes back).
+    """
+    pid = os.getpid()
+    draft = lock.with_name(f"{lock.name}.{pid}")
+    draft.write_text(f"{pid}\n")
+    try:
+        os.link(draft, lock)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{pid}\n")
+    finally:
+        with contextlib.suppress(OSError):
+            draft.unlink()
 
 
 @contextlib.contextmanager
