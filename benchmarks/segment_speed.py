@@ -66,10 +66,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medwss-speed-") as tmp:
         for name, case in cases(data_dir).items():
             runs: dict[str, list] = {m: [] for m in METHODS}
-            run_once(case["scan"], case["args"], "rlsp", Path(tmp) / "warm.nii.gz")  # page cache, .pyc files
+            out = Path(tmp) / name.split()[0]  # one folder per case: segment refuses another scan's mask
+            run_once(case["scan"], case["args"], "rlsp", out / "warm.nii.gz")  # page cache, .pyc files
             for _ in range(args.repeats):
                 for method in METHODS:
-                    runs[method].append(run_once(case["scan"], case["args"], method, Path(tmp) / f"{method}.nii.gz"))
+                    runs[method].append(run_once(case["scan"], case["args"], method, out / f"{method}.nii.gz"))
             medians = {m: statistics.median(s for s, _ in r) for m, r in runs.items()}
             row = {"case": name, "median_s": medians, "peak_mib": {m: max(p for _, p in r) for m, r in runs.items()},
                    "runs_s": {m: [s for s, _ in r] for m, r in runs.items()},
