@@ -1,0 +1,223 @@
+"""Which detector localises on held-out patients: patch ROC AUC and score-rule Dice per detector variant and seed.
+
+The cohort benchmark (``benchmarks/cohort.py``) showed the game's patch scores, not the agent, limit RLSP: the
+bundle's detector ranks slices well (slice AUC 0.93-0.97) but on some folds its patch scores sit at or below chance
+(Grad-CAM++ patch AUC 0.30-0.68 on fold 2, depending on the seed). This study trains detector variants on the same
+patient folds, one network per seed (no ensemble, so the seed spread is visible), and measures, per fold and seed:
+
+* slice AUC on the test patients; Grad-CAM++ patch AUC inside the region on the validation and the test patients
+  (the bundle's ``scoring#method: cam``), also inside the central box where position alone says little;
+* the game score (local x learned position prior x slice gate) patch AUC on the test patients;
+* 3D Dice of the score rule at the calibrated threshold, its ROI quantile picked on the validation patients (what
+  an agent that follows the score perfectly marks), beside the gated central box of the same detector.
+
+A variant is a set of overrides of the bundle's ``detector#network_def`` and ``detector#training`` as they were
+before this study (``BEFORE``: bag loss, 15 epochs; the bundle now trains as ``long_instance``):
+
+    .venv/bin/python benchmarks/detector_variants.py --variants before long_instance --seeds 0 1 [--only 2]
+
+Results: ``benchmarks/results/detector_variants.{json,md}`` (each finished run is saved at once;
+runs already there are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cohort import (  # noqa: E402
+    BOX_FRACTION,
+    GATES,
+    QUANTILES,
+    RESULTS,
+    git_state,
+    mean_dice,
+    patient_folds,
+    pick_on_validation,
+    rows_of,
+    task_parser,
+    to_pixels,
+)
+
+from medwss.agents.threshold import threshold_segment  # noqa: E402
+from medwss.bundle.stages import stage_slices, training_regions  # noqa: E402
+from medwss.detector.calibration import background_score_quantile  # noqa: E402
+from medwss.detector.network import build_detector  # noqa: E402
+from medwss.detector.scoring import PatchScorer, position_prior  # noqa: E402
+from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings  # noqa: E402
+from medwss.metrics.patches import patch_labels, roc_auc  # noqa: E402
+from medwss.runtime.config import parsed  # noqa: E402
+
+BEFORE = {"training": {"loss": "bag", "epochs": 15}}
+"""The prostate bundle's detector training before this study; every variant starts from it (then the bundle's other
+settings: width 16, 1 extra block, coordinate channels, mean pooling, the MONAI affine + intensity augmentation)."""
+
+VARIANTS: dict[str, dict[str, dict]] = {
+    "before": {},
+    # receptive field over the whole 128 px slice (3 more stride-1 residual units: 135 px), as the study's
+    # whole-slice classifiers, still one logit per 8 x 8 cell so Grad-CAM++ and cell pooling both apply
+    "deep": {"network": {"extra_blocks": 3}},
+    "deep_long": {"network": {"extra_blocks": 3}, "training": {"epochs": 40}},
+    "wide_deep_long": {"network": {"extra_blocks": 3, "width": 32}, "training": {"epochs": 40}},
+    "long": {"training": {"epochs": 40}},
+    "wide": {"network": {"width": 32}},
+    "instance": {"training": {"loss": "instance"}},
+    "long_instance": {"training": {"loss": "instance", "epochs": 40}},
+    "no_coords": {"network": {"coord_channels": False}},
+    "shallow": {"network": {"extra_blocks": 0}},
+    "slow": {"training": {"learning_rate": 0.001}},
+    "strong_aug": {"training": {"rotate_range": 0.35, "scale_range": 0.25, "translate_fraction": 0.125}},
+}
+
+
+def train_one(parser, data, regions, rows, variant: dict, seed: int):
+    raw = parser["detector"]["network_def"]
+    net_cfg = {k: parser.get_parsed_content(f"detector#network_def#{k}") for k in raw if not k.startswith("_")}
+    net_cfg |= {"members": 1} | BEFORE.get("network", {}) | variant.get("network", {})
+    settings = dict(parser["detector"]["training"]) | {"seed": seed} | BEFORE["training"] | variant.get("training", {})
+    settings = DetectorTrainingSettings(**settings)
+    torch.manual_seed(seed)
+    model = build_detector(**net_cfg)
+    trainer = DetectorTrainer(model, data.images[rows], data.presence[rows],
+                              None if regions is None else regions[rows], settings=settings)
+    while trainer.epoch < settings.epochs:
+        trainer.step()
+    return model.eval()
+
+
+def evaluate(parser, data, regions, fold, detector) -> dict:
+    grid = int(parser["grid_size"])
+    size = tuple(data.images.shape[-2:])
+    tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
+    pats = {k: [p for p, keep in zip(data.patients, rows_of(data.patients, fold[k]).tolist(), strict=True) if keep]
+            for k in ("val", "test")}
+    truth = data.masks[:, 0]
+    scorer = PatchScorer(detector, grid, "cam", True)
+    scored = scorer.score(data.images, regions)
+    gate = scored.gate
+    scorer.prior = position_prior(scored.local[tr], data.presence[tr, 0], scored.region[tr])
+    scores = scorer.combine(scored.local, gate)
+    legal = scored.region
+    labels = patch_labels(truth, grid)
+    g0, g1 = int(round(grid * (0.5 - BOX_FRACTION / 2))), int(round(grid * (0.5 + BOX_FRACTION / 2)))
+    box = torch.zeros(grid, grid, dtype=torch.bool)
+    box[g0:g1, g0:g1] = True
+
+    def auc(values, rows, extra=None):
+        inside = legal & rows[:, None, None]
+        if extra is not None:
+            inside = inside & extra
+        return roc_auc(values[inside], labels[inside])
+
+    out = {"slice_auc": roc_auc(gate[te], data.presence[te, 0] > 0.5),
+           "cam_auc_val": auc(scored.local, va), "cam_auc": auc(scored.local, te),
+           "cam_auc_box": auc(scored.local, te, box), "game_auc": auc(scores, te)}
+
+    def on(rows, pred, key):
+        return mean_dice(pred[rows], truth[rows], pats[key])
+
+    def rule_at(q):
+        t = background_score_quantile(scores[tr], data.presence[tr, 0], q, legal[tr])
+        return to_pixels(threshold_segment(scores, legal, t), size, regions)
+
+    q, val_dice = pick_on_validation(QUANTILES, lambda c: on(va, rule_at(c), "val"))
+    out |= {"rule_quantile": q, "rule_dice_val": val_dice, "rule_dice": on(te, rule_at(q), "test")}
+    box_px = to_pixels(box.expand(len(data), grid, grid), size, regions)
+    gated = lambda g: box_px & (gate >= g)[:, None, None]  # noqa: E731
+    gb, _ = pick_on_validation(GATES, lambda g: on(va, gated(g), "val"))
+    out["box_gated_dice"] = on(te, gated(gb), "test")
+    return out
+
+
+def markdown(runs: dict) -> str:
+    lines = ["# Detector variants: patch AUC and score-rule Dice on held-out prostate patients", "",
+             "One network per seed, 3 patient folds of `benchmarks/cohort.py`; see the module docstring of "
+             "`benchmarks/detector_variants.py`. Per variant: mean over folds and seeds, then the worst run. "
+             "A variant is chosen on the validation columns (validation patients of each fold); the test columns "
+             "report it.", "",
+             "| variant | runs | slice AUC | CAM patch AUC val | score-rule Dice val | CAM patch AUC test (min) | "
+             "in box | game AUC (min) | score-rule Dice test (min) | gated box | train s |",
+             "|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|"]
+    by_variant: dict[str, list[dict]] = {}
+    for run in runs.values():
+        by_variant.setdefault(run["variant"], []).append(run)
+    for name, rs in by_variant.items():
+        def m(k, rs=rs):
+            return float(np.mean([r[k] for r in rs]))
+
+        def lo(k, rs=rs):
+            return float(np.min([r[k] for r in rs]))
+
+        lines.append(f"| {name} | {len(rs)} | {m('slice_auc'):.3f} | {m('cam_auc_val'):.3f} | "
+                     f"{m('rule_dice_val'):.3f} | {m('cam_auc'):.3f} ({lo('cam_auc'):.3f}) | {m('cam_auc_box'):.3f} | "
+                     f"{m('game_auc'):.3f} ({lo('game_auc'):.3f}) | "
+                     f"{m('rule_dice'):.3f} ({lo('rule_dice'):.3f}) | {m('box_gated_dice'):.3f} | "
+                     f"{m('train_s'):.0f} |")
+    lines += ["", "Variants (overrides of the prostate bundle's `detector#network_def` and `detector#training` as "
+              "they were before this study: width 16, 1 extra block, coordinate channels, mean pooling, bag loss, "
+              "15 epochs; the bundle now trains as `long_instance`):", ""]
+    lines += [f"- `{name}`: {VARIANTS[name] or 'no override'}" for name in by_variant]
+    lines += ["", "Per run:", "",
+              "| variant | fold | seed | slice AUC | CAM val | CAM test | in box | game | rule val | rule test | "
+              "gated box |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(runs.values(), key=lambda r: (r["variant"], r["fold"], r["seed"])):
+        lines.append(f"| {r['variant']} | {r['fold']} | {r['seed']} | {r['slice_auc']:.3f} | {r['cam_auc_val']:.3f} | "
+                     f"{r['cam_auc']:.3f} | {r['cam_auc_box']:.3f} | {r['game_auc']:.3f} | "
+                     f"{r['rule_dice_val']:.3f} | {r['rule_dice']:.3f} | {r['box_gated_dice']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=["before", "long_instance"], choices=sorted(VARIANTS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these folds")
+    ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="detector_variants")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    path = RESULTS / f"{args.out}.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    parser = task_parser("prostate", args.data_dir)
+    data = stage_slices(parser, with_masks=True, cache_dir=Path(tempfile.gettempdir()) / "medwss_cohort_masks")
+    regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
+    for fold in patient_folds(data.patients, args.folds, 4):
+        if args.only is not None and fold["fold"] not in args.only:
+            continue
+        for variant in args.variants:
+            for seed in args.seeds:
+                key = f"{variant}/{fold['fold']}/{seed}"
+                if key in saved["runs"]:
+                    continue
+                start = time.perf_counter()
+                detector = train_one(parser, data, regions, rows_of(data.patients, fold["train"]),
+                                     VARIANTS[variant], seed)
+                run = {"variant": variant, "fold": fold["fold"], "seed": seed,
+                       "train_s": time.perf_counter() - start} | evaluate(parser, data, regions, fold, detector)
+                print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
+                on_disk = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+                saved["runs"] = on_disk["runs"] | saved["runs"] | {key: run}
+                saved["meta"] = {"git": git_state(), "torch": torch.__version__, "load": os.getloadavg()[0],
+                                 "variants": {k: VARIANTS[k] for k in sorted({r["variant"]
+                                                                              for r in saved["runs"].values()})}}
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(saved, indent=1))
+                os.replace(tmp, path)
+    (RESULTS / f"{args.out}.md").write_text(markdown(saved["runs"]))
+    print((RESULTS / f"{args.out}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
