@@ -624,10 +624,11 @@ def markdown(result: dict, name: str = "cohort") -> str:
             borrowed = [f for f in with_ablations if "ablations" in f.get("borrowed", [])]
             base = summarise([dict(f, dice=f.get("ablation_baseline", f["dice"])) for f in with_ablations])
             fold_names = ", ".join(str(f["fold"]) for f in with_ablations)
-            source = (f" Read from `{borrowed[0]['borrowed_from']}`: a run of the same folds whose detector was a "
-                      "single network (`members: 1`); its own RLSP and score-rule rows are the first two lines."
+            source = (f" Read from `{borrowed[0]['borrowed_from']}`: another run of the same folds, with its own "
+                      "detector (an earlier bundle setting); its own RLSP and score-rule rows are the first two lines."
                       if borrowed else "")
-            lines += ["", f"Ablations (fold {fold_names}: same test patients, same detector; RLSP 3D Dice).{source}",
+            lines += ["", f"Ablations (fold {fold_names}: same test patients{'' if borrowed else ', same detector'}; "
+                      f"RLSP 3D Dice).{source}",
                       "", "| variant | mean | 95% CI | n |", "|---|---:|---|---:|"]
             for m in ("rlsp", "score_rule"):
                 lo, hi = base[m]["ci95"]

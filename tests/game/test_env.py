@@ -120,8 +120,15 @@ def test_a_shipped_bundle_agent_plays_an_episode_in_the_env() -> None:
         mask = torch.from_numpy(obs["action_mask"]).bool()[None]
         env.step(int(policy.act(observation, mask, deterministic=True)[0]))
         steps += 1
-    assert env.record().end_reason == EndReason.TERMINATED  # the agent called termination itself
+    # On this synthetic slice the greedy agent may call termination or take every legal patch (whether it stops here
+    # depends on the shipped weights; `medwss segment` stops at the learned median instead); either way the game ends
+    # by the rules, and it is the game `SelfPlayInferer` plays.
+    end = env.record().end_reason
+    assert end in (EndReason.TERMINATED, EndReason.EXHAUSTED)
     # agent a alone, as `SelfPlayInferer` plays it (its per-step stopping rule): the same patches, step for step
     expected = play_alone(policy, None, scored.scores, scored.region, inferer.rules, base=base, stopping="step")
     assert torch.equal(env.game.segmentation(), expected)
-    assert steps == int(env.game.turn[0]) + 1 and int(expected.sum()) == steps - 1  # its patches, then TERMINATE
+    if end == EndReason.TERMINATED:
+        assert steps == int(env.game.turn[0]) + 1 and int(expected.sum()) == steps - 1  # its patches, then TERMINATE
+    else:
+        assert int(expected.sum()) == steps == int(scored.region[0].sum())  # every legal patch, one per step
