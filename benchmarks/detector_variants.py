@@ -12,9 +12,11 @@ patient folds, one network per seed (no ensemble, so the seed spread is visible)
   an agent that follows the score perfectly marks), beside the gated central box of the same detector.
 
 A variant is a set of overrides of the bundle's ``detector#network_def`` and ``detector#training`` as they were
-before this study (``BEFORE``: bag loss, 15 epochs; the bundle now trains as ``long_instance``):
+before this study (``BEFORES``; the prostate bundle now trains as ``long_instance``). ``--task liver_tumour`` runs
+the same study on the liver-tumour cohort (region: the liver, the bundle's crop):
 
-    .venv/bin/python benchmarks/detector_variants.py --variants before long_instance --seeds 0 1 [--only 2]
+    .venv/bin/python benchmarks/detector_variants.py [--task prostate] --variants before long_instance --seeds 0 1 \
+        [--only 2] [--out detector_variants]
 
 Results: ``benchmarks/results/detector_variants.{json,md}`` (each finished run is saved at once;
 runs already there are skipped).
@@ -57,9 +59,10 @@ from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings  
 from medwss.metrics.patches import patch_labels, roc_auc  # noqa: E402
 from medwss.runtime.config import parsed  # noqa: E402
 
-BEFORE = {"training": {"loss": "bag", "epochs": 15}}
-"""The prostate bundle's detector training before this study; every variant starts from it (then the bundle's other
-settings: width 16, 1 extra block, coordinate channels, mean pooling, the MONAI affine + intensity augmentation)."""
+BEFORES = {"prostate": {"training": {"loss": "bag", "epochs": 15}}, "liver_tumour": {}}
+"""Each bundle's detector training before this study; every variant starts from it (then the bundle's other
+settings: width 16, 1 extra block, coordinate channels, mean pooling, the MONAI affine + intensity augmentation).
+The liver-tumour bundle is unchanged (bag loss, 6 epochs over its ~1,370 slices)."""
 
 VARIANTS: dict[str, dict[str, dict]] = {
     "before": {},
@@ -72,6 +75,9 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "wide": {"network": {"width": 32}},
     "instance": {"training": {"loss": "instance"}},
     "long_instance": {"training": {"loss": "instance", "epochs": 40}},
+    # the liver-tumour bundle at the optimizer steps of the prostate's long runs (~1,400 steps: 16 epochs)
+    "steps": {"training": {"epochs": 16}},
+    "steps_instance": {"training": {"loss": "instance", "epochs": 16}},
     "no_coords": {"network": {"coord_channels": False}},
     "shallow": {"network": {"extra_blocks": 0}},
     "slow": {"training": {"learning_rate": 0.001}},
@@ -79,11 +85,12 @@ VARIANTS: dict[str, dict[str, dict]] = {
 }
 
 
-def train_one(parser, data, regions, rows, variant: dict, seed: int):
+def train_one(parser, data, regions, rows, variant: dict, seed: int, before: dict):
     raw = parser["detector"]["network_def"]
     net_cfg = {k: parser.get_parsed_content(f"detector#network_def#{k}") for k in raw if not k.startswith("_")}
-    net_cfg |= {"members": 1} | BEFORE.get("network", {}) | variant.get("network", {})
-    settings = dict(parser["detector"]["training"]) | {"seed": seed} | BEFORE["training"] | variant.get("training", {})
+    net_cfg |= {"members": 1} | before.get("network", {}) | variant.get("network", {})
+    settings = dict(parser["detector"]["training"]) | {"seed": seed} | before.get("training", {})
+    settings |= variant.get("training", {})
     settings = DetectorTrainingSettings(**settings)
     torch.manual_seed(seed)
     model = build_detector(**net_cfg)
@@ -138,8 +145,8 @@ def evaluate(parser, data, regions, fold, detector) -> dict:
     return out
 
 
-def markdown(runs: dict) -> str:
-    lines = ["# Detector variants: patch AUC and score-rule Dice on held-out prostate patients", "",
+def markdown(runs: dict, task: str = "prostate") -> str:
+    lines = [f"# Detector variants: patch AUC and score-rule Dice on held-out {task} patients", "",
              "One network per seed, 3 patient folds of `benchmarks/cohort.py`; see the module docstring of "
              "`benchmarks/detector_variants.py`. Per variant: mean over folds and seeds, then the worst run. "
              "A variant is chosen on the validation columns (validation patients of each fold); the test columns "
@@ -162,9 +169,9 @@ def markdown(runs: dict) -> str:
                      f"{m('game_auc'):.3f} ({lo('game_auc'):.3f}) | "
                      f"{m('rule_dice'):.3f} ({lo('rule_dice'):.3f}) | {m('box_gated_dice'):.3f} | "
                      f"{m('train_s'):.0f} |")
-    lines += ["", "Variants (overrides of the prostate bundle's `detector#network_def` and `detector#training` as "
-              "they were before this study: width 16, 1 extra block, coordinate channels, mean pooling, bag loss, "
-              "15 epochs; the bundle now trains as `long_instance`):", ""]
+    lines += ["", f"Variants (overrides of the {task} bundle's `detector#network_def` and `detector#training` as "
+              f"they were before this study: {BEFORES[task] or 'the bundle as it is'}"
+              + ("; the bundle now trains as `long_instance`" if task == "prostate" else "") + "):", ""]
     lines += [f"- `{name}`: {VARIANTS[name] or 'no override'}" for name in by_variant]
     lines += ["", "Per run:", "",
               "| variant | fold | seed | slice AUC | CAM val | CAM test | in box | game | rule val | rule test | "
@@ -178,6 +185,7 @@ def markdown(runs: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="prostate", choices=sorted(BEFORES))
     ap.add_argument("--variants", nargs="+", default=["before", "long_instance"], choices=sorted(VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--folds", type=int, default=3)
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     path = RESULTS / f"{args.out}.json"
     saved = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    parser = task_parser("prostate", args.data_dir)
+    parser = task_parser(args.task, args.data_dir)
     data = stage_slices(parser, with_masks=True, cache_dir=Path(tempfile.gettempdir()) / "medwss_cohort_masks")
     regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
     for fold in patient_folds(data.patients, args.folds, 4):
@@ -202,19 +210,19 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 start = time.perf_counter()
                 detector = train_one(parser, data, regions, rows_of(data.patients, fold["train"]),
-                                     VARIANTS[variant], seed)
+                                     VARIANTS[variant], seed, BEFORES[args.task])
                 run = {"variant": variant, "fold": fold["fold"], "seed": seed,
                        "train_s": time.perf_counter() - start} | evaluate(parser, data, regions, fold, detector)
                 print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
                 on_disk = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
                 saved["runs"] = on_disk["runs"] | saved["runs"] | {key: run}
-                saved["meta"] = {"git": git_state(), "torch": torch.__version__, "load": os.getloadavg()[0],
-                                 "variants": {k: VARIANTS[k] for k in sorted({r["variant"]
-                                                                              for r in saved["runs"].values()})}}
+                names = sorted({r["variant"] for r in saved["runs"].values()})
+                saved["meta"] = {"task": args.task, "git": git_state(), "torch": torch.__version__,
+                                 "load": os.getloadavg()[0], "variants": {k: VARIANTS[k] for k in names}}
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(saved, indent=1))
                 os.replace(tmp, path)
-    (RESULTS / f"{args.out}.md").write_text(markdown(saved["runs"]))
+    (RESULTS / f"{args.out}.md").write_text(markdown(saved["runs"], args.task))
     print((RESULTS / f"{args.out}.md").read_text())
     return 0
 
