@@ -70,22 +70,19 @@ VARIANTS: dict[str, dict[str, dict]] = {
     # whole-slice classifiers, still one logit per 8 x 8 cell so Grad-CAM++ and cell pooling both apply
     "deep": {"network": {"extra_blocks": 3}},
     "deep_long": {"network": {"extra_blocks": 3}, "training": {"epochs": 40}},
-    "wide_deep_long": {"network": {"extra_blocks": 3, "width": 32}, "training": {"epochs": 40}},
     "long": {"training": {"epochs": 40}},
-    "wide": {"network": {"width": 32}},
     "instance": {"training": {"loss": "instance"}},
     "long_instance": {"training": {"loss": "instance", "epochs": 40}},
     # the liver-tumour bundle at the optimizer steps of the prostate's long runs (~1,400 steps: 16 epochs)
     "steps": {"training": {"epochs": 16}},
     "steps_instance": {"training": {"loss": "instance", "epochs": 16}},
     "no_coords": {"network": {"coord_channels": False}},
-    "shallow": {"network": {"extra_blocks": 0}},
-    "slow": {"training": {"learning_rate": 0.001}},
     "strong_aug": {"training": {"rotate_range": 0.35, "scale_range": 0.25, "translate_fraction": 0.125}},
 }
 
 
 def train_one(parser, data, regions, rows, variant: dict, seed: int, before: dict):
+    """One detector network (no ensemble) on ``rows``: the bundle's settings, then ``before``, then ``variant``."""
     raw = parser["detector"]["network_def"]
     net_cfg = {k: parser.get_parsed_content(f"detector#network_def#{k}") for k in raw if not k.startswith("_")}
     net_cfg |= {"members": 1} | before.get("network", {}) | variant.get("network", {})
@@ -102,6 +99,7 @@ def train_one(parser, data, regions, rows, variant: dict, seed: int, before: dic
 
 
 def evaluate(parser, data, regions, fold, detector) -> dict:
+    """AUCs and Dice of one detector on one fold, scored as the bundle scores (Grad-CAM++ x prior x gate)."""
     grid = int(parser["grid_size"])
     size = tuple(data.images.shape[-2:])
     tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
