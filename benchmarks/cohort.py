@@ -161,6 +161,14 @@ def rows_of(patients: list[str], chosen: list[str]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
+def fold_rows(patients: list[str], fold: dict) -> tuple[tuple[torch.Tensor, ...], dict[str, list[str]]]:
+    """A fold's (train, val, test) row masks and the patient of each val / test row (for per-patient Dice)."""
+    rows = tuple(rows_of(patients, fold[k]) for k in ("train", "val", "test"))
+    pats = {k: [p for p, keep in zip(patients, rows[i].tolist(), strict=True) if keep]
+            for i, k in ((1, "val"), (2, "test"))}
+    return rows, pats
+
+
 def dice_per_patient(pred: torch.Tensor, truth: torch.Tensor, patients: list[str]) -> dict[str, float]:
     """3D Dice per patient from its slices' pixel counts (1 when both are empty)."""
     p, t = pred.bool().flatten(1), truth.bool().flatten(1)
@@ -280,9 +288,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     parser = task_parser(task, args.data_dir)
     grid = int(parser["grid_size"])
     size = tuple(data.images.shape[-2:])
-    tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
-    pats = {k: [p for p, keep in zip(data.patients, rows_of(data.patients, fold[k]).tolist(), strict=True) if keep]
-            for k in ("val", "test")}
+    (tr, va, te), pats = fold_rows(data.patients, fold)
     truth = data.masks[:, 0]
     timing: dict[str, float] = {}
 

@@ -41,6 +41,7 @@ from cohort import (  # noqa: E402
     GATES,
     QUANTILES,
     RESULTS,
+    fold_rows,
     git_state,
     mean_dice,
     patient_folds,
@@ -102,9 +103,7 @@ def evaluate(parser, data, regions, fold, detector) -> dict:
     """AUCs and Dice of one detector on one fold, scored as the bundle scores (Grad-CAM++ x prior x gate)."""
     grid = int(parser["grid_size"])
     size = tuple(data.images.shape[-2:])
-    tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
-    pats = {k: [p for p, keep in zip(data.patients, rows_of(data.patients, fold[k]).tolist(), strict=True) if keep]
-            for k in ("val", "test")}
+    (tr, va, te), pats = fold_rows(data.patients, fold)
     truth = data.masks[:, 0]
     scorer = PatchScorer(detector, grid, "cam", True)
     scored = scorer.score(data.images, regions)

@@ -46,9 +46,9 @@ from cohort import (  # noqa: E402
     SEED,
     bootstrap_ci,
     dice_per_patient,
+    fold_rows,
     git_state,
     patient_folds,
-    rows_of,
     task_parser,
     to_pixels,
 )
@@ -102,9 +102,7 @@ def smooth3(scores: torch.Tensor) -> torch.Tensor:
 def study_fold(parser, data, regions, fold: dict, variant: str, cache: Path, epochs: int | None) -> dict:
     grid = int(parser["grid_size"])
     size = tuple(data.images.shape[-2:])
-    tr, va, te = (rows_of(data.patients, fold[k]) for k in ("train", "val", "test"))
-    pats = {k: [p for p, keep in zip(data.patients, rows_of(data.patients, fold[k]).tolist(), strict=True) if keep]
-            for k in ("val", "test")}
+    (tr, va, te), pats = fold_rows(data.patients, fold)
     truth = data.masks[:, 0]
     detector, seconds = train_or_load(parser, data, regions, tr, variant, fold["fold"], cache, epochs)
     scorer = PatchScorer(detector, grid, "cam", gate=True)

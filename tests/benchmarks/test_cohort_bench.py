@@ -33,6 +33,14 @@ def test_folds_hold_every_patient_out_once_and_never_split_one(bench):
     assert folds == bench.patient_folds(patients, 3, 4)  # seeded
 
 
+def test_fold_rows_give_each_side_its_slices_and_each_val_test_slice_its_patient(bench):
+    patients = ["a", "a", "b", "c", "c", "d"]
+    (train, val, test), pats = bench.fold_rows(patients, {"train": ["a"], "val": ["b", "c"], "test": ["d"]})
+    assert train.tolist() == [True, True, False, False, False, False]
+    assert val.tolist() == [False, False, True, True, True, False] and test.tolist() == [False] * 5 + [True]
+    assert pats == {"val": ["b", "c", "c"], "test": ["d"]}  # one entry per row, in row order (per-patient Dice)
+
+
 def test_folds_refuse_more_folds_than_patients(bench):
     with pytest.raises(ValueError, match="folds"):
         bench.patient_folds(["a", "b"], 3, 0)
