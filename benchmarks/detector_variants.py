@@ -13,7 +13,9 @@ patient folds, one network per seed (no ensemble, so the seed spread is visible)
 
 A variant is a set of overrides of the bundle's ``detector#network_def`` and ``detector#training`` as they were
 before this study (``BEFORES``; the prostate bundle now trains as ``long_instance``). ``--task liver_tumour`` runs
-the same study on the liver-tumour cohort (region: the liver, the bundle's crop):
+the same study on the liver-tumour cohort (region: the liver, the bundle's crop); there a variant may also change
+what the detector sees (``"input": "organ_relative"``), and each fold reports a score that reads no label
+(``hypodensity_reference``) as a yardstick:
 
     .venv/bin/python benchmarks/detector_variants.py [--task prostate] --variants before long_instance --seeds 0 1 \
         [--only 2] [--out detector_variants]
@@ -25,6 +27,7 @@ runs already there are skipped).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -79,7 +82,59 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "steps_instance": {"training": {"loss": "instance", "epochs": 16}},
     "no_coords": {"network": {"coord_channels": False}},
     "strong_aug": {"training": {"rotate_range": 0.35, "scale_range": 0.25, "translate_fraction": 0.125}},
+    # liver: a 39 px receptive field and no coordinates (the cell cannot see the liver's extent or where it lies)...
+    "small_nocoords": {"network": {"extra_blocks": 0, "coord_channels": False}, "training": {"epochs": 16}},
+    # ...and the input as the liver alone, intensity relative to its median on each slice (``organ_relative``)
+    "small_nocoords_relative": {"input": "organ_relative", "network": {"extra_blocks": 0, "coord_channels": False},
+                                "training": {"epochs": 16}},
 }
+
+
+def organ_relative(images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Each slice's intensity relative to the median inside its region (moved to 0.5), 0.5 outside the region.
+
+    Why (liver): a tumour is told apart by its contrast to the parenchyma around it, which shifts with the patient,
+    the contrast phase and the window of an 8-bit export; outside the liver there is nothing to find, only the
+    liver's extent, which goes with tumour slices in this cohort (the confound that inverts the CAM).
+    """
+    out = images.clone()
+    for i in range(len(images)):
+        inside = regions[i].bool()
+        if inside.any():
+            for c in range(images.shape[1]):
+                out[i, c] = (images[i, c] - images[i, c][inside].median() + 0.5).clamp(0, 1)
+        out[i] = torch.where(inside, out[i], torch.full_like(out[i], 0.5))
+    return out
+
+
+def hypodensity_reference(data, regions, fold, grid: int) -> dict:
+    """A score that reads no label: how much darker a patch is than the median of the region on its slice.
+
+    Why: a yardstick for the learned liver scores. Most liver tumours are hypodense on portal-venous CT, so a
+    patch AUC far above the detector's says the evidence is in the image and the slice labels fail to teach it.
+    Its threshold is picked on the validation patients (3D Dice), as the score rule's.
+    """
+    size = tuple(data.images.shape[-2:])
+    (tr, va, te), pats = fold_rows(data.patients, fold)
+    truth = data.masks[:, 0]
+    img = data.images[:, data.images.shape[1] // 2].float()
+    reg = regions.bool()
+    n = size[0] // grid
+    cells = lambda x: x.reshape(len(x), grid, n, grid, n).float().mean((2, 4))  # noqa: E731
+    frac = cells(reg)
+    median = torch.stack([im[r].median() if r.any() else im.new_tensor(0.0) for im, r in zip(img, reg, strict=True)])
+    dark = median[:, None, None] - cells(img * reg) / frac.clamp_min(1e-6)
+    legal = frac > 0.5
+    labels = patch_labels(truth, grid)
+
+    def masks(t, rows):
+        return to_pixels(((dark > t) & legal)[rows], size, reg[rows])
+
+    t, val = pick_on_validation([float(x) for x in np.linspace(0.0, 0.5, 26)],
+                                lambda c: mean_dice(masks(c, va), truth[va], pats["val"]))
+    inside = legal & te[:, None, None]
+    return {"patch_auc": roc_auc(dark[inside], labels[inside]), "threshold": t, "dice_val": val,
+            "dice": mean_dice(masks(t, te), truth[te], pats["test"])}
 
 
 def train_one(parser, data, regions, rows, variant: dict, seed: int, before: dict):
@@ -142,7 +197,7 @@ def evaluate(parser, data, regions, fold, detector) -> dict:
     return out
 
 
-def markdown(runs: dict, task: str = "prostate") -> str:
+def markdown(runs: dict, task: str = "prostate", references: dict | None = None) -> str:
     lines = [f"# Detector variants: patch AUC and score-rule Dice on held-out {task} patients", "",
              "One network per seed, 3 patient folds of `benchmarks/cohort.py`; see the module docstring of "
              "`benchmarks/detector_variants.py`. Per variant: mean over folds and seeds, then the worst run. "
@@ -170,6 +225,12 @@ def markdown(runs: dict, task: str = "prostate") -> str:
               f"they were before this study: {BEFORES[task] or 'the bundle as it is'}"
               + ("; the bundle now trains as `long_instance`" if task == "prostate" else "") + "):", ""]
     lines += [f"- `{name}`: {VARIANTS[name] or 'no override'}" for name in by_variant]
+    if references:
+        lines += ["", "Reference that reads no label (`hypodensity_reference`: a patch's darkness against the median "
+                  "of the liver on its slice; threshold picked on the validation patients):", "",
+                  "| fold | patch AUC test | threshold | Dice val | Dice test |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k.split('/')[1]} | {r['patch_auc']:.3f} | {r['threshold']:.2f} | {r['dice_val']:.3f} | "
+                  f"{r['dice']:.3f} |" for k, r in sorted(references.items())]
     lines += ["", "Per run:", "",
               "| variant | fold | seed | slice AUC | CAM val | CAM test | in box | game | rule val | rule test | "
               "gated box |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -197,29 +258,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = task_parser(args.task, args.data_dir)
     data = stage_slices(parser, with_masks=True, cache_dir=Path(tempfile.gettempdir()) / "medwss_cohort_masks")
     regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
+    relative = None
+
+    def inputs(name):
+        """The slices as this variant's detector sees them (the bundle's, or ``organ_relative``)."""
+        nonlocal relative
+        if name is None:
+            return data
+        if relative is None:
+            relative = dataclasses.replace(data, images=organ_relative(data.images, regions))
+        return relative
+
     for fold in patient_folds(data.patients, args.folds, 4):
         if args.only is not None and fold["fold"] not in args.only:
             continue
+        if args.task == "liver_tumour" and f"hypodensity/{fold['fold']}" not in saved.get("references", {}):
+            ref = hypodensity_reference(data, regions, fold, int(parser["grid_size"]))
+            print(f"hypodensity/{fold['fold']}", ref, flush=True)
+            saved.setdefault("references", {})[f"hypodensity/{fold['fold']}"] = ref
         for variant in args.variants:
             for seed in args.seeds:
                 key = f"{variant}/{fold['fold']}/{seed}"
                 if key in saved["runs"]:
                     continue
                 start = time.perf_counter()
-                detector = train_one(parser, data, regions, rows_of(data.patients, fold["train"]),
+                seen = inputs(VARIANTS[variant].get("input"))
+                detector = train_one(parser, seen, regions, rows_of(data.patients, fold["train"]),
                                      VARIANTS[variant], seed, BEFORES[args.task])
                 run = {"variant": variant, "fold": fold["fold"], "seed": seed,
-                       "train_s": time.perf_counter() - start} | evaluate(parser, data, regions, fold, detector)
+                       "train_s": time.perf_counter() - start} | evaluate(parser, seen, regions, fold, detector)
                 print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
                 on_disk = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
                 saved["runs"] = on_disk["runs"] | saved["runs"] | {key: run}
+                saved["references"] = on_disk.get("references", {}) | saved.get("references", {})
                 names = sorted({r["variant"] for r in saved["runs"].values()})
                 saved["meta"] = {"task": args.task, "git": git_state(), "torch": torch.__version__,
                                  "load": os.getloadavg()[0], "variants": {k: VARIANTS[k] for k in names}}
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(saved, indent=1))
                 os.replace(tmp, path)
-    (RESULTS / f"{args.out}.md").write_text(markdown(saved["runs"], args.task))
+    (RESULTS / f"{args.out}.md").write_text(markdown(saved["runs"], args.task, saved.get("references", {})))
     print((RESULTS / f"{args.out}.md").read_text())
     return 0
 

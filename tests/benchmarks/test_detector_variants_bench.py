@@ -1,0 +1,51 @@
+"""benchmarks/detector_variants.py: the organ-relative input and the hypodensity yardstick of the liver study."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))  # it imports the cohort benchmark's helpers
+    spec = importlib.util.spec_from_file_location("detector_variants_benchmark", BENCHMARKS / "detector_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_organ_relative_moves_the_organ_median_to_half_and_blanks_the_rest(bench):
+    images = torch.full((2, 1, 8, 8), 0.9)
+    images[0, 0, 2:6, 2:6] = 0.7  # organ at 0.7 on slice 0 ...
+    images[0, 0, 3, 3] = 0.2  # ... with a dark lesion
+    images[1, 0, 2:6, 2:6] = 0.3  # organ at 0.3 on slice 1 (another window, another patient)
+    regions = torch.zeros(2, 8, 8, dtype=torch.bool)
+    regions[:, 2:6, 2:6] = True
+    out = bench.organ_relative(images, regions)
+    assert torch.allclose(out[:, 0, 2, 2], torch.tensor([0.5, 0.5]))  # the parenchyma lines up
+    assert out[0, 0, 3, 3] == pytest.approx(0.0)  # the lesion keeps its contrast (0.5 - 0.5, clipped at 0)
+    assert torch.all(out[:, 0][~regions] == 0.5) and images[0, 0, 0, 0] == 0.9  # outside blanked; input untouched
+
+
+def test_hypodensity_reference_finds_dark_patches_and_picks_its_threshold_on_validation(bench):
+    n, size = 6, 32  # one slice per patient: p0..p5; the grid of 4 x 4 patches of 8 px
+    images = torch.full((n, 1, size, size), 0.6)
+    masks = torch.zeros(n, 1, size, size, dtype=torch.int16)
+    for i in range(n):
+        images[i, 0, 8:16, 8:16] = 0.3  # a dark tumour in every slice's liver
+        masks[i, 0, 8:16, 8:16] = 1
+    regions = torch.zeros(n, size, size, dtype=torch.bool)
+    regions[:, 4:28, 4:28] = True
+    data = SimpleNamespace(images=images, masks=masks, patients=[f"p{i}" for i in range(n)])
+    fold = {"train": ["p0", "p1"], "val": ["p2", "p3"], "test": ["p4", "p5"]}
+    ref = bench.hypodensity_reference(data, regions, fold, grid=4)
+    assert ref["patch_auc"] == pytest.approx(1.0)
+    assert ref["dice"] == pytest.approx(1.0) and 0.0 <= ref["threshold"] < 0.3
