@@ -175,7 +175,8 @@ def test_refined_masks_gate_and_region_and_area(bench):
 
 def test_refinement_report(bench):
     refinement = {"val": {"rlsp": 0.4, "refined": 0.5, "refined_per_epoch": {"20": 0.45, "40": 0.5}},
-                  "chosen": {"epochs": 40, "threshold": 0.5, "gate": 0.3, "trained_epochs": 40},
+                  "chosen": {"epochs": 40, "threshold": 0.5, "gate": 0.3, "largest_component": True,
+                             "trained_epochs": 40},
                   "area_test": {m: {"pixels_per_slice": 100.0, "vs_reference": 1.0}
                                 for m in ("rlsp", "refined", "reference")},
                   "timing": {"train_s": 12.0, "select_s": 1.0, "slices": {"train": 10, "val": 3, "test": 4}}}
@@ -186,6 +187,19 @@ def test_refinement_report(bench):
               "meta": {"git": {"commit": "abc", "dirty": False}, "torch": "2", "cpu_count": 2, "load": [1.0, 1.0],
                        "n_val": 1, "refine_epochs": 40, "refine_every": 20}}
     text = bench.refinement_markdown(result)
-    assert "| 0 | 0.400 | 0.500 | 0.600 | 0.700 | 40 / 0.5 / 0.3 |" in text
+    assert "| 0 | 0.400 | 0.500 | 0.600 | 0.700 | 40 / 0.5 / 0.3 / True |" in text
     assert "validation patients of 1 of 2 folds" in text
     assert "| RLSP refined (UNet trained on RLSP's masks of the training patients) | 0.500 |" in text
+
+
+def test_largest_component_keeps_each_patients_largest_3d_blob(bench):
+    pred = torch.zeros(7, 8, 8, dtype=torch.bool)
+    pred[0:3, 1:4, 1:4] = True  # patient a: the gland over three slices
+    pred[3, 6, 6] = True  # patient a: a stray patch on its last slice, apart from the gland
+    pred[4:7, 0, 0] = True  # patient b: its only blob, smaller than a's: kept (components are per patient)
+    patients = ["a"] * 4 + ["b"] * 3
+    out = bench.largest_component(pred, patients)
+    assert torch.equal(out[:3], pred[:3]) and not out[3].any()
+    assert torch.equal(out[4:], pred[4:])
+    with pytest.raises(ValueError, match="not consecutive"):
+        bench.largest_component(pred, ["a", "b", "a", "b", "a", "b", "a"])
