@@ -203,3 +203,12 @@ def test_largest_component_keeps_each_patients_largest_3d_blob(bench):
     assert torch.equal(out[4:], pred[4:])
     with pytest.raises(ValueError, match="not consecutive"):
         bench.largest_component(pred, ["a", "b", "a", "b", "a", "b", "a"])
+
+
+def test_top_k_per_slice_takes_each_slices_best_legal_patches(bench):
+    scores = torch.tensor([[[0.9, 0.1], [0.5, 0.7]], [[0.2, 0.8], [0.6, 0.4]]])
+    legal = torch.tensor([[[False, True], [True, True]], [[True, True], [True, True]]])
+    out = bench.top_k_per_slice(scores, legal, torch.tensor([2, 0]))
+    assert out.tolist() == [[[False, False], [True, True]], [[False, False], [False, False]]]  # 0.9 is not legal
+    out = bench.top_k_per_slice(scores, legal, torch.tensor([9, 1]))  # more than there are: every legal patch
+    assert torch.equal(out[0], legal[0]) and out[1].tolist() == [[False, True], [False, False]]
