@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.transforms import KeepLargestConnectedComponent
+from monai.utils import set_determinism
 
 from medwss.agents.threshold import threshold_segment
 from medwss.bundle.scoring import scoring_settings
@@ -285,6 +286,12 @@ def inference_setting(task: str, key: str, default):
 
 # ------------------------------------------------------------------------------------------------------ one fold
 def train_detector(parser, data, regions, train_rows, epochs: int | None):
+    """The bundle's detector (every ensemble member) on the training rows, as the detector stage trains it.
+
+    Seeded before the network is built, as the stage seeds (``set_determinism``) before it builds one: the initial
+    weights come from the global RNG, which each process seeds differently.
+    """
+    set_determinism(SEED)
     settings = dict(parser["detector"]["training"]) | {"seed": SEED}
     if epochs is not None:
         settings["epochs"] = epochs
