@@ -22,6 +22,10 @@ and reports 3D Dice on the 128 x 128 working grid for each test patient of:
   ceiling a weak method chases) and the **oracle patch mask** (the best any patch selection can do);
 * the detector's patch ROC AUC inside the region on the test patients (local MIL, local CAM, the game score) and
   its slice AUC: the numbers that decide the rest.
+* post-processings of RLSP's mask, each with its validation Dice so it is decided there as nnU-Net decides its own:
+  the largest 3D component per patient (``rlsp_largest``) and the slice gate (``rlsp_gated``);
+* picks or stopping: the game score's own ranking cut at RLSP's patch count on each slice (``rank_at_rlsp_count``)
+  and at the reference's (``rank_at_true_count``, an oracle stop that reads masks).
 
 For ``liver_tumour`` (3D-IRCADb HU volumes + LiTS slice folders) the region is the liver, a row scores the whole
 liver as the tumour mask, and every row is also reported per source kind (IRCAD vs LiTS held-out patients).
