@@ -289,14 +289,14 @@ def inference_setting(task: str, key: str, default):
 
 
 # ------------------------------------------------------------------------------------------------------ one fold
-def train_detector(parser, data, regions, train_rows, epochs: int | None):
+def train_detector(parser, data, regions, train_rows, epochs: int | None, seed: int = SEED):
     """The bundle's detector (every ensemble member) on the training rows, as the detector stage trains it.
 
     Seeded before the network is built, as the stage seeds (``set_determinism``) before it builds one: the initial
     weights come from the global RNG, which each process seeds differently.
     """
-    set_determinism(SEED)
-    settings = dict(parser["detector"]["training"]) | {"seed": SEED}
+    set_determinism(seed)
+    settings = dict(parser["detector"]["training"]) | {"seed": seed}
     if epochs is not None:
         settings["epochs"] = epochs
     settings = DetectorTrainingSettings(**settings)
@@ -304,7 +304,7 @@ def train_detector(parser, data, regions, train_rows, epochs: int | None):
     for k, member in enumerate(detector_members(model)):  # as the detector stage: member k from seed + k
         trainer = DetectorTrainer(member, data.images[train_rows], data.presence[train_rows],
                                   None if regions is None else regions[train_rows],
-                                  settings=dataclasses.replace(settings, seed=SEED + k))
+                                  settings=dataclasses.replace(settings, seed=seed + k))
         while trainer.epoch < settings.epochs:
             trainer.step()
     return model.eval()
@@ -339,7 +339,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     timing: dict[str, float] = {}
 
     start = time.perf_counter()
-    detector = train_detector(parser, data, regions, tr, args.epochs)
+    detector = train_detector(parser, data, regions, tr, args.epochs, args.seed)
     timing["detector_s"] = time.perf_counter() - start
 
     s = scoring_settings(parser)
@@ -406,7 +406,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     chosen |= {"cam_threshold": picked.cam_threshold, "cam_slice_threshold": picked.slice_threshold}
 
     # -------------------------------------------------------------- RLSP
-    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=SEED, node_keys=SELFPLAY_KEYS)
+    settings = SelfPlaySettings.from_config(parser["selfplay"], seed=args.seed, node_keys=SELFPLAY_KEYS)
     if args.iterations is not None:
         settings = settings.replace(num_iterations=args.iterations)
     planes = tuple(parser["selfplay"].get("agent_planes") or ())
@@ -653,7 +653,8 @@ def markdown(result: dict, name: str = "cohort") -> str:
     lines += ["# Cohort cross-validation (held-out patients, real scans)", "",
               f"Commit {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}; torch "
               f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
-              f"before, {meta['load'][1]:.1f} after); {meta['minutes']:.0f} min in this process. Seed {SEED}. "
+              f"before, {meta['load'][1]:.1f} after); {meta['minutes']:.0f} min in this process. "
+              f"Seed {meta.get('seed', SEED)}. "
               f"{meta['folds']} folds over patients, {meta['n_val']} validation patients inside each training fold; "
               f"detector and self-play with the bundle's settings{iterations}; supervised UNet "
               f"{meta['unet_epochs']} epochs.", "",
@@ -859,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these folds (split a run)")
     ap.add_argument("--resume", action="store_true", help="skip folds already in cohort.partial.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=SEED, help="seed of the detectors and agents; the folds stay seed "
+                    f"{SEED}'s, so runs of several seeds compare on the same patients")
     ap.add_argument("--partial", type=Path, default=RESULTS / "cohort.partial.json", help="per-fold results file")
     ap.add_argument("--report", default="cohort",
                     help="name of the report files: results/NAME.{json,md}, NAME_<task>.png (a variant run keeps the "
@@ -911,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"] = {"git": git_state(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                       "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
                       "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations, "epochs": args.epochs,
-                      "unet_epochs": args.unet_epochs, "python": platform.python_version()}
+                      "unet_epochs": args.unet_epochs, "python": platform.python_version(), "seed": args.seed}
     if args.refine:
         result["meta"] |= {"refine_epochs": args.refine_epochs, "refine_every": args.refine_every}
         args.refine_report.with_suffix(".json").write_text(json.dumps(result, indent=1))

@@ -81,6 +81,12 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "steps": {"training": {"epochs": 16}},
     "steps_instance": {"training": {"loss": "instance", "epochs": 16}},
     "no_coords": {"network": {"coord_channels": False}},
+    # the bundle's settings (instance loss, 40 epochs), but on ROI slices only the cells of the central box are
+    # positives and the rest of the body negatives: the slice-level anatomy a gland slice shows everywhere can no
+    # longer explain the label, only what lies in the box (``network_def#positive_box``; with and without coordinates)
+    "box_instance": {"network": {"positive_box": 0.5}, "training": {"loss": "instance", "epochs": 40}},
+    "box_instance_nocoords": {"network": {"positive_box": 0.5, "coord_channels": False},
+                              "training": {"loss": "instance", "epochs": 40}},
     "strong_aug": {"training": {"rotate_range": 0.35, "scale_range": 0.25, "translate_fraction": 0.125}},
     # liver: a 39 px receptive field and no coordinates (the cell cannot see the liver's extent or where it lies)...
     "small_nocoords": {"network": {"extra_blocks": 0, "coord_channels": False}, "training": {"epochs": 16}},
@@ -137,6 +143,25 @@ def hypodensity_reference(data, regions, fold, grid: int) -> dict:
             "dice": mean_dice(masks(t, te), truth[te], pats["test"])}
 
 
+def centre_reference(data, regions, fold, grid: int) -> dict:
+    """Closeness to the centre of the field of view as a patch score (reads no image and no label): a yardstick.
+
+    Why: the central box on the gated slices is the baseline RLSP must beat, so a learned score must rank the
+    patches of an ROI slice better than position alone does (``patch_auc_slice``: mean AUC inside each ROI slice).
+    """
+    (tr, va, te), pats = fold_rows(data.patients, fold)
+    n = data.images.shape[-1] // grid
+    legal = regions.bool().reshape(len(data), grid, n, grid, n).float().mean((2, 4)) > 0.5
+    labels = patch_labels(data.masks[:, 0], grid)
+    centre = torch.linspace(-1, 1, grid)
+    score = -(centre[:, None] ** 2 + centre[None, :] ** 2).expand(len(data), grid, grid)
+    aucs = [roc_auc(score[i][legal[i]], labels[i][legal[i]]) for i in torch.nonzero(te)[:, 0].tolist()
+            if data.presence[i, 0] > 0.5]
+    inside = legal & te[:, None, None]
+    return {"patch_auc": roc_auc(score[inside], labels[inside]),
+            "patch_auc_slice": float(np.nanmean(aucs)) if aucs else float("nan")}
+
+
 def train_one(parser, data, regions, rows, variant: dict, seed: int, before: dict):
     """One detector network (no ensemble) on ``rows``: the bundle's settings, then ``before``, then ``variant``."""
     raw = parser["detector"]["network_def"]
@@ -181,6 +206,15 @@ def evaluate(parser, data, regions, fold, detector) -> dict:
            "cam_auc_val": auc(scored.local, va), "cam_auc": auc(scored.local, te),
            "cam_auc_box": auc(scored.local, te, box), "game_auc": auc(scores, te)}
 
+    def within(values, rows):
+        """Mean patch AUC inside each ROI slice: the ranking a stop on the slice relies on (the gate cannot help)."""
+        aucs = [roc_auc(values[i][legal[i]], labels[i][legal[i]]) for i in torch.nonzero(rows)[:, 0].tolist()
+                if data.presence[i, 0] > 0.5]
+        return float(np.nanmean(aucs)) if aucs else float("nan")
+
+    out |= {"cam_auc_slice_val": within(scored.local, va), "cam_auc_slice": within(scored.local, te),
+            "game_auc_slice_val": within(scores, va), "game_auc_slice": within(scores, te)}
+
     def on(rows, pred, key):
         return mean_dice(pred[rows], truth[rows], pats[key])
 
@@ -204,14 +238,15 @@ def markdown(runs: dict, task: str = "prostate", references: dict | None = None)
              "A variant is chosen on the validation columns (validation patients of each fold); the test columns "
              "report it.", "",
              "| variant | runs | slice AUC | CAM patch AUC val | score-rule Dice val | CAM patch AUC test (min) | "
-             "in box | game AUC (min) | score-rule Dice test (min) | gated box | train s |",
-             "|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|"]
+             "in box | game AUC (min) | within ROI slices, CAM / game: val | test | score-rule Dice test (min) | "
+             "gated box | train s |",
+             "|---|---:|---:|---:|---:|---|---:|---|---|---|---|---:|---:|"]
     by_variant: dict[str, list[dict]] = {}
     for run in runs.values():
         by_variant.setdefault(run["variant"], []).append(run)
     for name, rs in by_variant.items():
         def m(k, rs=rs):
-            return float(np.mean([r[k] for r in rs]))
+            return float(np.mean([r.get(k, np.nan) for r in rs]))  # runs before the within-slice AUC lack it
 
         def lo(k, rs=rs):
             return float(np.min([r[k] for r in rs]))
@@ -219,12 +254,22 @@ def markdown(runs: dict, task: str = "prostate", references: dict | None = None)
         lines.append(f"| {name} | {len(rs)} | {m('slice_auc'):.3f} | {m('cam_auc_val'):.3f} | "
                      f"{m('rule_dice_val'):.3f} | {m('cam_auc'):.3f} ({lo('cam_auc'):.3f}) | {m('cam_auc_box'):.3f} | "
                      f"{m('game_auc'):.3f} ({lo('game_auc'):.3f}) | "
+                     f"{m('cam_auc_slice_val'):.3f} / {m('game_auc_slice_val'):.3f} | "
+                     f"{m('cam_auc_slice'):.3f} / {m('game_auc_slice'):.3f} | "
                      f"{m('rule_dice'):.3f} ({lo('rule_dice'):.3f}) | {m('box_gated_dice'):.3f} | "
                      f"{m('train_s'):.0f} |")
     lines += ["", f"Variants (overrides of the {task} bundle's `detector#network_def` and `detector#training` as "
               f"they were before this study: {BEFORES[task] or 'the bundle as it is'}"
               + ("; the bundle now trains as `long_instance`" if task == "prostate" else "") + "):", ""]
     lines += [f"- `{name}`: {VARIANTS[name] or 'no override'}" for name in by_variant]
+    centre = {k: r for k, r in (references or {}).items() if k.startswith("centre/")}
+    if centre:
+        lines += ["", "Reference that reads no image and no label (`centre_reference`: closeness to the centre of the "
+                  "field of view), held-out patients:", "", "| fold | patch AUC in body | within ROI slices |",
+                  "|---|---:|---:|"]
+        lines += [f"| {k.split('/')[1]} | {r['patch_auc']:.3f} | {r['patch_auc_slice']:.3f} |"
+                  for k, r in sorted(centre.items())]
+    references = {k: r for k, r in (references or {}).items() if not k.startswith("centre/")}
     if references:
         lines += ["", "Reference that reads no label (`hypodensity_reference`: a patch's darkness against the median "
                   "of the liver on its slice; threshold picked on the validation patients):", "",
@@ -272,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     for fold in patient_folds(data.patients, args.folds, 4):
         if args.only is not None and fold["fold"] not in args.only:
             continue
+        if args.task == "prostate" and f"centre/{fold['fold']}" not in saved.get("references", {}):
+            saved.setdefault("references", {})[f"centre/{fold['fold']}"] = centre_reference(
+                data, regions, fold, int(parser["grid_size"]))
         if args.task == "liver_tumour" and f"hypodensity/{fold['fold']}" not in saved.get("references", {}):
             ref = hypodensity_reference(data, regions, fold, int(parser["grid_size"]))
             print(f"hypodensity/{fold['fold']}", ref, flush=True)

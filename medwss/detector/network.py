@@ -80,6 +80,10 @@ class PresenceDetector(nn.Module):
         coord_channels: append row/column position channels (CoordConv).
         pooling: MIL pooling used for the slice logit and for patch scores, one of ``POOLINGS``.
         lse_r: sharpness of ``lse`` pooling.
+        positive_box: the ROI is taken to lie in the central box of this fraction of each side (0: anywhere). The
+            slice logit pools only the cells in the box, and training (``DetectorTrainer``) takes the cells outside it
+            as negatives on ROI slices, so the anatomy an ROI slice shows everywhere cannot explain its label. A
+            stated assumption that scans are framed around the organ, as the central-box baseline's.
     """
 
     def __init__(
@@ -91,10 +95,14 @@ class PresenceDetector(nn.Module):
         coord_channels: bool = True,
         pooling: str = "lse",
         lse_r: float = 5.0,
+        positive_box: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}, expected one of {POOLINGS}")
+        if not 0.0 <= positive_box <= 1.0:
+            raise ValueError(f"positive_box must lie in [0, 1], got {positive_box}")
+        self.positive_box = float(positive_box)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.coord_channels = coord_channels
@@ -127,7 +135,19 @@ class PresenceDetector(nn.Module):
         """
         cells = self(x)
         mask = None if region is None else region_cells(region, cells.shape[-2:]).unsqueeze(1)
+        if self.positive_box > 0:
+            box = region_cells(central_box(*x.shape[-2:], self.positive_box, x.device)[None], cells.shape[-2:])
+            mask = box[:, None] if mask is None else mask & box[:, None]
         return pool_cells(cells, mask, self.pooling, self.lse_r)
+
+
+def central_box(height: int, width: int, fraction: float, device=None) -> torch.Tensor:
+    """(H, W) bool: the central box of ``fraction`` of each side (empty for 0)."""
+    lo, hi = 0.5 - fraction / 2, 0.5 + fraction / 2
+    box = torch.zeros(height, width, dtype=torch.bool, device=device)
+    if fraction > 0:
+        box[round(height * lo) : round(height * hi), round(width * lo) : round(width * hi)] = True
+    return box
 
 
 def region_cells(region: torch.Tensor, cell_shape: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -161,7 +181,7 @@ class DetectorEnsemble(nn.Module):
         return self.members[0].head
 
     def __getattr__(self, name: str):
-        if name in ("in_channels", "num_classes", "coord_channels", "pooling", "lse_r"):
+        if name in ("in_channels", "num_classes", "coord_channels", "pooling", "lse_r", "positive_box"):
             return getattr(self.members[0], name)
         return super().__getattr__(name)
 
@@ -183,13 +203,15 @@ def build_detector(
     pooling: str = "lse",
     lse_r: float = 5.0,
     members: int = 1,
+    positive_box: float = 0.0,
 ) -> PresenceDetector | DetectorEnsemble:
     """Factory from plain kwargs, for ``_target_: medwss.detector.network.build_detector`` in bundle configs.
 
     ``members`` > 1 builds a ``DetectorEnsemble`` of that many detectors (each trained from its own seed).
     """
     kwargs = {"in_channels": in_channels, "num_classes": num_classes, "width": width, "extra_blocks": extra_blocks,
-              "coord_channels": coord_channels, "pooling": pooling, "lse_r": lse_r}  # fmt: skip
+              "coord_channels": coord_channels, "pooling": pooling, "lse_r": lse_r,
+              "positive_box": positive_box}  # fmt: skip
     if members > 1:
         return DetectorEnsemble(members, **kwargs)
     return PresenceDetector(**kwargs)

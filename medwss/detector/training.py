@@ -25,7 +25,7 @@ from monai.networks.layers import AffineTransform
 from monai.transforms import RandAdjustContrast, RandGaussianNoise, RandScaleIntensity
 from monai.utils import set_determinism
 
-from medwss.detector.network import PresenceDetector, build_detector, pool_cells, region_cells
+from medwss.detector.network import PresenceDetector, build_detector, central_box, pool_cells, region_cells
 from medwss.errors import MedwssError
 from medwss.runtime import distributed
 from medwss.runtime.device import amp_enabled, autocast
@@ -135,6 +135,7 @@ class DetectorTrainer:
         set_determinism(s.seed)
         self.model = model
         self.model.train()
+        self.positive_box = float(getattr(model, "positive_box", 0.0))  # see ``PresenceDetector``
         self.device = next(model.parameters()).device
         # Under torchrun every rank draws the same batch order and augmentation (same seed) and trains on its part
         # of each global batch; DDP averages the gradients, so a step sees the same data at any world size.
@@ -171,8 +172,17 @@ class DetectorTrainer:
         self.best_model_state = copy.deepcopy(model.state_dict())
 
     # ---------------------------------------------------------------- augmentation (plumbing)
+    def _region_code(self, region: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) bool region -> float code: 0 outside, 1 inside, 2 inside and in the model's positive box.
+
+        One code, so that a single nearest-neighbour warp moves the region and the box together.
+        """
+        if self.positive_box == 0:
+            return region.float()
+        return region.float() * (1 + central_box(*region.shape[-2:], self.positive_box, region.device).float())
+
     def _augment(self, x: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same random affine for image and region (one batched MONAI warp), then per-slice intensity changes."""
+        """Same random affine for image and region code (one batched MONAI warp), then per-slice intensity changes."""
         s, b = self.settings, x.shape[0]
         angle = self.rng.uniform(-s.rotate_range, s.rotate_range, b)
         zoom = 1 + self.rng.uniform(-s.scale_range, s.scale_range, b)
@@ -185,7 +195,7 @@ class DetectorTrainer:
             theta[self.rng.random(b) < s.flip_prob, :, 1] *= -1.0  # MONAI's theta is (H, W)-ordered: column 1 = W
         theta_t = torch.from_numpy(theta).to(x.device)
         x = self.warp_image(x, theta_t)
-        region = self.warp_region(region.unsqueeze(1).float(), theta_t)[:, 0] > 0.5
+        region = self.warp_region(region.unsqueeze(1).float(), theta_t)[:, 0].round()
         x = torch.stack([self._intensity(xi) for xi in x])
         return x, region
 
@@ -200,15 +210,23 @@ class DetectorTrainer:
         the sum of the ranks' sums over the sum of their normalisers."""
         with autocast(self.device, self.amp):
             cells = self.net(x).float()  # (B, K, h, w)
+        region, box = region > 0.5, region > 1.5  # a bool region, or the code of ``_region_code``
         inside = region_cells(region, cells.shape[-2:])
         inside = (inside | ~inside.flatten(1).any(1)[:, None, None]).unsqueeze(1)  # empty region: all cells
+        if self.positive_box > 0:
+            box = region_cells(box, cells.shape[-2:]).unsqueeze(1)
         if self.settings.loss == "instance":
             # Every cell inherits its slice label: learns P(slice has ROI | local view, position), highest for
             # views that occur only in positive slices, i.e. the ROI itself.
             target = y[:, :, None, None].expand_as(cells)
+            if self.positive_box > 0:  # ROI slices: positives only in the box, the rest of the region negatives
+                target = target * box
             weight = inside * torch.where(target > 0, self.pos_weight[None, :, None, None], 1.0)
             per_cell = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
             return (per_cell * weight).sum(), weight.sum()
+        if self.positive_box > 0:  # the slice logit pools the box, as ``PresenceDetector.presence_logits`` does
+            inside = inside & box
+            inside = inside | ~inside.flatten(1).any(1)[:, None, None, None]
         slice_logits = pool_cells(cells, inside, self.model.pooling, self.model.lse_r)
         per_slice = F.binary_cross_entropy_with_logits(slice_logits, y, pos_weight=self.pos_weight, reduction="none")
         return per_slice.sum(), torch.tensor(float(per_slice.numel()), device=per_slice.device)
@@ -228,7 +246,8 @@ class DetectorTrainer:
             idx = order[part]
             if len(idx) < max(2, self.world.size) and len(order) >= 2:
                 continue  # batch norm cannot train on a single slice (nor a rank on none): the same on every rank
-            x, y, r = images[idx].to(self.device), presence[idx].to(self.device), regions[idx].to(self.device)
+            x, y = images[idx].to(self.device), presence[idx].to(self.device)
+            r = self._region_code(regions[idx].to(self.device))
             if s.augment:
                 x, r = self._augment(x, r)
             if self.world.distributed:

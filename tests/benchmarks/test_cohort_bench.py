@@ -233,3 +233,6 @@ def test_detector_training_starts_from_the_seed_whatever_ran_before(bench):
         net = bench.train_detector(ConfigParser(config), data, None, torch.ones(8, dtype=torch.bool), None)
         weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
     assert torch.equal(weights[0], weights[1])
+    # --seed: another seed trains other detectors (on the same folds)
+    net = bench.train_detector(ConfigParser(config), data, None, torch.ones(8, dtype=torch.bool), None, seed=1)
+    assert not torch.equal(weights[0], torch.cat([p.detach().flatten() for p in net.parameters()]))

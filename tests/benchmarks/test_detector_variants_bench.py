@@ -49,3 +49,29 @@ def test_hypodensity_reference_finds_dark_patches_and_picks_its_threshold_on_val
     ref = bench.hypodensity_reference(data, regions, fold, grid=4)
     assert ref["patch_auc"] == pytest.approx(1.0)
     assert ref["dice"] == pytest.approx(1.0) and 0.0 <= ref["threshold"] < 0.3
+
+
+class Slices(SimpleNamespace):
+    """The fields of ``SliceData`` the yardsticks read, with its length."""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def test_centre_reference_scores_closeness_to_the_centre_within_roi_slices(bench):
+    n, size = 6, 32  # 4 x 4 patches of 8 px
+    images = torch.zeros(n, 1, size, size)
+    masks = torch.zeros(n, 1, size, size, dtype=torch.int16)
+    masks[:, 0, 8:24, 8:24] = 1  # the ROI fills the central 2 x 2 patches ...
+    masks[5] = 0  # ... except on one ROI-free slice, which the within-slice AUC must skip
+    presence = (masks.flatten(1).amax(1) > 0).float()[:, None]
+    regions = torch.ones(n, size, size, dtype=torch.bool)
+    data = Slices(images=images, masks=masks, presence=presence, patients=[f"p{i}" for i in range(n)])
+    fold = {"train": ["p0", "p1"], "val": ["p2", "p3"], "test": ["p4", "p5"]}
+    ref = bench.centre_reference(data, regions, fold, grid=4)
+    assert ref["patch_auc_slice"] == pytest.approx(1.0)
+    assert ref["patch_auc"] < 1.0  # pooled over slices, the ROI-free slice's centre is a false positive
+    masks[4, 0] = 0
+    masks[4, 0, :8, :8] = 1  # the ROI in a corner: the centre ranks it last
+    ref = bench.centre_reference(data, regions, fold, grid=4)
+    assert ref["patch_auc_slice"] == pytest.approx(1.5 / 15)  # last but for ties with the 3 other corners

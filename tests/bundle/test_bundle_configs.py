@@ -88,12 +88,15 @@ def test_bundle_docs_name_the_training_data_and_its_licence(name, licence):
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_inference_detector_matches_training(name):
-    """inference.yaml rebuilds the detector the detector stage trained (a mismatch cannot load its weights)."""
+    """inference.yaml rebuilds the detector the detector stage trained (a mismatch cannot load its weights, or, for
+    ``positive_box``, loads them and pools other cells than training did)."""
     configs = REPO / "bundles" / name / "configs"
     inference = yaml.safe_load((configs / "inference.yaml").read_text())["detector_def"]
     training = yaml.safe_load((configs / "train_detector.yaml").read_text())["detector"]["network_def"]
     for key in ("num_classes", "width", "coord_channels", "pooling"):
         assert inference[key] == training[key], key
+    for key, default in (("extra_blocks", 0), ("members", 1), ("positive_box", 0.0), ("lse_r", 5.0)):
+        assert inference.get(key, default) == training.get(key, default), key
 
 
 ALL_BUNDLES = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train_selfplay.yaml"))
