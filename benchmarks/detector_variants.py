@@ -87,6 +87,9 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "box_instance": {"network": {"positive_box": 0.5}, "training": {"loss": "instance", "epochs": 40}},
     "box_instance_nocoords": {"network": {"positive_box": 0.5, "coord_channels": False},
                               "training": {"loss": "instance", "epochs": 40}},
+    # how large the box is: a tighter or a looser central box than the chosen half of the field of view
+    "box40_instance": {"network": {"positive_box": 0.4}, "training": {"loss": "instance", "epochs": 40}},
+    "box60_instance": {"network": {"positive_box": 0.6}, "training": {"loss": "instance", "epochs": 40}},
     "strong_aug": {"training": {"rotate_range": 0.35, "scale_range": 0.25, "translate_fraction": 0.125}},
     # liver: a 39 px receptive field and no coordinates (the cell cannot see the liver's extent or where it lies)...
     "small_nocoords": {"network": {"extra_blocks": 0, "coord_channels": False}, "training": {"epochs": 16}},
