@@ -75,3 +75,31 @@ def test_centre_reference_scores_closeness_to_the_centre_within_roi_slices(bench
     masks[4, 0, :8, :8] = 1  # the ROI in a corner: the centre ranks it last
     ref = bench.centre_reference(data, regions, fold, grid=4)
     assert ref["patch_auc_slice"] == pytest.approx(1.5 / 15)  # last but for ties with the 3 other corners
+
+
+def test_evaluate_with_scorings_scores_the_same_network_every_way_and_reports_it(bench):
+    """``--scorings``: every entry of ``SCORINGS`` gets its AUCs and a score rule picked on validation; the report
+    gets a row per scoring beside the bundle's."""
+    from medwss.detector.network import PresenceDetector
+
+    n, size = 8, 32  # one slice per patient, 4 x 4 patches of 8 px; ROI slices and ROI-free slices in every split
+    torch.manual_seed(0)
+    images = torch.rand(n, 1, size, size) * 0.2
+    masks = torch.zeros(n, 1, size, size, dtype=torch.int16)
+    for i in range(0, n, 2):
+        images[i, 0, 8:24, 8:24] += 0.7
+        masks[i, 0, 8:24, 8:24] = 1
+    presence = (masks.flatten(1).amax(1) > 0).float()[:, None]
+    data = Slices(images=images, masks=masks, presence=presence, patients=[f"p{i}" for i in range(n)])
+    fold = {"train": ["p0", "p1", "p2", "p3"], "val": ["p4", "p5"], "test": ["p6", "p7"]}
+    regions = torch.ones(n, size, size, dtype=torch.bool)
+    detector = PresenceDetector(in_channels=1, width=4, pooling="mean")
+    out = bench.evaluate({"grid_size": 4}, data, regions, fold, detector, scorings=True)
+    assert set(out["scorings"]) == set(bench.SCORINGS)
+    for row in out["scorings"].values():
+        assert row["rule_quantile"] in bench.QUANTILES
+        assert 0.0 <= row["rule_dice_val"] <= 1.0 and 0.0 <= row["rule_dice"] <= 1.0
+        assert 0.0 <= row["auc"] <= 1.0
+    run = {"variant": "box_instance", "fold": 0, "seed": 0, "train_s": 1.0} | out
+    report = bench.markdown({"box_instance/0/0": run})
+    assert "| box_instance | mil x prior x gate | 1 |" in report and "| box_instance | mil | 1 |" in report
