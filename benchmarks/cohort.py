@@ -72,7 +72,7 @@ from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
-from medwss.runtime.config import load_config, parsed, stage_config_file
+from medwss.runtime.config import load_config, parse_overrides, parsed, stage_config_file
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
 from medwss.selfplay.rollout import InferenceGames, play_alone, play_inference_games
 
@@ -110,10 +110,11 @@ METHODS = {
 
 
 # ------------------------------------------------------------------------------------------------------ data, folds
-def task_parser(task: str, data_dir: Path):
+def task_parser(task: str, data_dir: Path, overrides: dict | None = None):
+    """The bundle's detector and self-play configs, as ``medwss train`` reads them (``overrides``: its ``--set``)."""
     bundle = BUNDLES[task]
     files = [stage_config_file(bundle, s) for s in ("detector", "selfplay")]
-    return load_config(bundle, files, {"dataset_dir": str(data_dir)})
+    return load_config(bundle, files, {"dataset_dir": str(data_dir)} | (overrides or {}))
 
 
 def patient_folds(patients: list[str], k: int, n_val: int, seed: int = SEED) -> list[dict]:
@@ -331,7 +332,7 @@ def train_agent(parser, data, scored, features, threshold, rows, settings: SelfP
 
 
 def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
-    parser = task_parser(task, args.data_dir)
+    parser = task_parser(task, args.data_dir, parse_overrides(args.set))
     grid = int(parser["grid_size"])
     size = tuple(data.images.shape[-2:])
     (tr, va, te), pats = fold_rows(data.patients, fold)
@@ -655,7 +656,8 @@ def markdown(result: dict, name: str = "cohort") -> str:
               f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
               f"before, {meta['load'][1]:.1f} after); {meta['minutes']:.0f} min in this process. "
               f"Seed {meta.get('seed', SEED)}. "
-              f"{meta['folds']} folds over patients, {meta['n_val']} validation patients inside each training fold; "
+              + (f"Bundle settings overridden: {meta['overrides']}. " if meta.get("overrides") else "")
+              + f"{meta['folds']} folds over patients, {meta['n_val']} validation patients inside each training fold; "
               f"detector and self-play with the bundle's settings{iterations}; supervised UNet "
               f"{meta['unet_epochs']} epochs.", "",
               "3D Dice on the 128 x 128 working grid per held-out patient (every patient is held out once); mean "
@@ -862,6 +864,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=SEED, help="seed of the detectors and agents; the folds stay seed "
                     f"{SEED}'s, so runs of several seeds compare on the same patients")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a bundle config entry for this run, as `medwss train --set` "
+                    "(e.g. scoring#method=mil)")
     ap.add_argument("--partial", type=Path, default=RESULTS / "cohort.partial.json", help="per-fold results file")
     ap.add_argument("--report", default="cohort",
                     help="name of the report files: results/NAME.{json,md}, NAME_<task>.png (a variant run keeps the "
@@ -878,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     result = {"tasks": {}}
     for task in args.tasks:
-        parser = task_parser(task, args.data_dir)
+        parser = task_parser(task, args.data_dir, parse_overrides(args.set))
         cache = Path(tempfile.gettempdir()) / "medwss_cohort_masks"
         data = stage_slices(parser, with_masks=True, cache_dir=cache)
         regions = training_regions(data, str(parsed(parser, "data").get("region", "none")))
@@ -914,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"] = {"git": git_state(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                       "load": [load0, os.getloadavg()[0]], "minutes": (time.perf_counter() - started) / 60,
                       "folds": args.folds, "n_val": args.n_val, "iterations": args.iterations, "epochs": args.epochs,
-                      "unet_epochs": args.unet_epochs, "python": platform.python_version(), "seed": args.seed}
+                      "unet_epochs": args.unet_epochs, "python": platform.python_version(), "seed": args.seed,
+                      "overrides": parse_overrides(args.set)}
     if args.refine:
         result["meta"] |= {"refine_epochs": args.refine_epochs, "refine_every": args.refine_every}
         args.refine_report.with_suffix(".json").write_text(json.dumps(result, indent=1))

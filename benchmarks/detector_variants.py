@@ -312,8 +312,8 @@ def markdown(runs: dict, task: str = "prostate", references: dict | None = None)
         lines += ["", "Other scorings of the same networks (`--scorings`; bundle: Grad-CAM++ x prior x gate), mean "
                   "over runs: patch AUC on the test patients pooled and within ROI slices (validation / test), "
                   "score-rule Dice (its ROI quantile picked on validation) on validation and test:", "",
-                  "| variant | scoring | runs | AUC test | within ROI slices val / test | rule Dice val | rule Dice test "
-                  "(min) |", "|---|---|---:|---:|---|---:|---|"]
+                  "| variant | scoring | runs | AUC test | within ROI slices val / test | rule Dice val | "
+                  "rule Dice test (min) |", "|---|---|---:|---:|---|---:|---|"]
         for name in sorted({r["variant"] for r in scored}):
             rs = [r for r in scored if r["variant"] == name]
             lines.append(f"| {name} | cam x prior x gate (bundle) | {len(rs)} | "
@@ -328,7 +328,8 @@ def markdown(runs: dict, task: str = "prostate", references: dict | None = None)
                              f"{np.mean([x['auc_slice_val'] for x in v]):.3f} / "
                              f"{np.mean([x['auc_slice'] for x in v]):.3f} | "
                              f"{np.mean([x['rule_dice_val'] for x in v]):.3f} | "
-                             f"{np.mean([x['rule_dice'] for x in v]):.3f} ({np.min([x['rule_dice'] for x in v]):.3f}) |")
+                             f"{np.mean([x['rule_dice'] for x in v]):.3f} "
+                             f"({np.min([x['rule_dice'] for x in v]):.3f}) |")
     lines += ["", "Per run:", "",
               "| variant | fold | seed | slice AUC | CAM val | CAM test | in box | game | rule val | rule test | "
               "gated box |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -84,7 +84,15 @@ def test_summary_and_report_from_fold_results(bench):
                        "minutes": 1.0, "folds": 2, "n_val": 1, "iterations": None, "unet_epochs": 0}}
     text = bench.markdown(result)
     assert "| RLSP (agent a alone, as `medwss segment`) | 0.600 |" in text
-    assert "| grid=8 | 0.500 |" in text and "fold 0:" in text
+    assert "| grid=8 | 0.500 |" in text and "fold 0:" in text and "overridden" not in text
+    result["meta"]["overrides"] = {"scoring#method": "mil"}
+    assert "Bundle settings overridden: {'scoring#method': 'mil'}." in bench.markdown(result)
+
+
+def test_set_overrides_the_bundles_config_as_medwss_train_does(bench, tmp_path):
+    parser = bench.task_parser("prostate", tmp_path, bench.parse_overrides(["scoring#method=mil", "seed=3"]))
+    assert parser["scoring"]["method"] == "mil" and parser["seed"] == 3 and parser["scoring"]["gate"] is True
+    assert bench.task_parser("prostate", tmp_path)["scoring"]["method"] == "cam"
 
 
 def test_borrowed_rows_fill_only_what_a_fold_lacks_and_must_match_its_patients(bench):
