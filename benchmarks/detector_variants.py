@@ -12,7 +12,7 @@ patient folds, one network per seed (no ensemble, so the seed spread is visible)
   an agent that follows the score perfectly marks), beside the gated central box of the same detector.
 
 A variant is a set of overrides of the bundle's ``detector#network_def`` and ``detector#training`` as they were
-before this study (``BEFORES``; the prostate bundle now trains as ``long_instance``). ``--task liver_tumour`` runs
+before this study (``BEFORES``; the prostate bundle now trains as ``box_instance``). ``--task liver_tumour`` runs
 the same study on the liver-tumour cohort (region: the liver, the bundle's crop); there a variant may also change
 what the detector sees (``"input": "organ_relative"``), and each fold reports a score that reads no label
 (``hypodensity_reference``) as a yardstick:
@@ -291,7 +291,8 @@ def markdown(runs: dict, task: str = "prostate", references: dict | None = None)
                      f"{m('train_s'):.0f} |")
     lines += ["", f"Variants (overrides of the {task} bundle's `detector#network_def` and `detector#training` as "
               f"they were before this study: {BEFORES[task] or 'the bundle as it is'}"
-              + ("; the bundle now trains as `long_instance`" if task == "prostate" else "") + "):", ""]
+              + ("; the bundle now trains as `box_instance` (0.3.0; `long_instance` in 0.2.0)"
+                 if task == "prostate" else "") + "):", ""]
     lines += [f"- `{name}`: {VARIANTS[name] or 'no override'}" for name in by_variant]
     centre = {k: r for k, r in (references or {}).items() if k.startswith("centre/")}
     if centre:
