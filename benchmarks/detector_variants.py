@@ -231,9 +231,10 @@ def evaluate(parser, data, regions, fold, detector, scorings: bool = False) -> d
     def on(rows, pred, key):
         return mean_dice(pred[rows], truth[rows], pats[key])
 
-    def rule_at(q):
-        t = background_score_quantile(scores[tr], data.presence[tr, 0], q, legal[tr])
-        return to_pixels(threshold_segment(scores, legal, t), size, regions)
+    def rule_at(q, values=scores):
+        """The score rule at the ``q`` quantile of the training patients' ROI-free patch scores, in pixels."""
+        t = background_score_quantile(values[tr], data.presence[tr, 0], q, legal[tr])
+        return to_pixels(threshold_segment(values, legal, t), size, regions)
 
     q, val_dice = pick_on_validation(QUANTILES, lambda c: on(va, rule_at(c), "val"))
     out |= {"rule_quantile": q, "rule_dice_val": val_dice, "rule_dice": on(te, rule_at(q), "test")}
@@ -246,15 +247,10 @@ def evaluate(parser, data, regions, fold, detector, scorings: bool = False) -> d
             alt = local[method] * (gate.view(-1, 1, 1) if use_gate else 1.0)
             if use_prior:
                 alt = alt * position_prior(local[method][tr], data.presence[tr, 0], legal[tr])
-
-            def alt_rule(c, alt=alt):
-                t = background_score_quantile(alt[tr], data.presence[tr, 0], c, legal[tr])
-                return to_pixels(threshold_segment(alt, legal, t), size, regions)
-
-            qa, dva = pick_on_validation(QUANTILES, lambda c, f=alt_rule: on(va, f(c), "val"))
+            qa, dva = pick_on_validation(QUANTILES, lambda c, alt=alt: on(va, rule_at(c, alt), "val"))
             out["scorings"][name] = {"auc": auc(alt, te), "auc_slice_val": within(alt, va),
                                      "auc_slice": within(alt, te), "rule_quantile": qa, "rule_dice_val": dva,
-                                     "rule_dice": on(te, alt_rule(qa), "test")}
+                                     "rule_dice": on(te, rule_at(qa, alt), "test")}
     box_px = to_pixels(box.expand(len(data), grid, grid), size, regions)
     gated = lambda g: box_px & (gate >= g)[:, None, None]  # noqa: E731
     gb, _ = pick_on_validation(GATES, lambda g: on(va, gated(g), "val"))
