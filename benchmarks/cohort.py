@@ -84,6 +84,9 @@ QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 """Candidate ROI quantiles of the calibrated threshold, picked per fold on the validation patients. 0.998 and 0.999
 since the detector's central box: with it the picks sat at the old top of the range (0.995) in 4 of the 6 folds of
 two seeded runs (``cohort_box.md``, ``cohort_box_seed1.md``)."""
+STOP_QUANTILES = (0.3, 0.4, 0.5, 0.6, 0.7)
+"""Candidate quantiles of the agent's own stopping time (``inferer#stop_quantile``; 0.5 is the bundles' median),
+picked per fold on the validation patients: below 0.5 stops sooner, above plays longer."""
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate slice-probability gates of the gated trivial masks (and of the refined RLSP masks)."""
 REFINE_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -96,6 +99,7 @@ METHODS = {
     "rlsp_largest": "RLSP, largest 3D component per patient (nnU-Net's post-processing)",
     "rlsp_refined": "RLSP refined (UNet trained on RLSP's masks of the training patients)",
     "rlsp_gated": "RLSP on slices the detector calls positive (gate picked on validation)",
+    "rlsp_stop_quantile": "RLSP stopping at a quantile of its own stopping time (picked on validation)",
     "rank_at_rlsp_count": "game-score ranking cut at RLSP's patch count on each slice (RLSP's stop, the score's picks)",
     "rank_at_true_count": "game-score ranking cut at the reference's patch count (oracle stop, reads masks)",
     "score_rule": "score rule at the calibrated threshold",
@@ -435,6 +439,16 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     out["rlsp"] = dice_per_patient(rlsp_test_px, truth[te], pats["test"])
     out["rlsp_largest"] = dice_per_patient(largest_component(rlsp_test_px, pats["test"]), truth[te], pats["test"])
     rlsp_val_px = rlsp_on(va)[1]
+    if stopping in ("median", "quantile"):  # sooner or later than the median of its own stopping time?
+
+        def rlsp_at(rows, q):
+            pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows],
+                            stopping="quantile", stop_quantile=q)
+            return to_pixels(pm, size, None if regions is None else regions[rows])
+
+        extra["stop_quantile_val"] = {q: mean_dice(rlsp_at(va, q), truth[va], pats["val"]) for q in STOP_QUANTILES}
+        chosen["stop_quantile"], _ = pick_on_validation(STOP_QUANTILES, extra["stop_quantile_val"].get)
+        out["rlsp_stop_quantile"] = dice_per_patient(rlsp_at(te, chosen["stop_quantile"]), truth[te], pats["test"])
     extra["largest_val"] = {"rlsp": mean_dice(rlsp_val_px, truth[va], pats["val"]),
                             "rlsp_largest": mean_dice(largest_component(rlsp_val_px, pats["val"]), truth[va],
                                                       pats["val"])}

@@ -51,6 +51,7 @@ class SelfPlayInferer(Inferer):
         agent_planes: extra planes the agent sees beside the trunk features (``detector.features.AGENT_PLANES``),
             as in training (``selfplay#agent_planes``).
         stopping: when the agent calls termination (``selfplay.rollout.STOPPING_RULES``).
+        stop_quantile: the ``quantile`` stopping rule's quantile of the agent's own stopping time.
         opponent: who agent a plays against (``selfplay.rollout.OPPONENTS``): ``none`` alone (the default, what
             the bundles ship) or ``self``, the agent itself in seat b, the game it was trained on; the mask is a's
             patches either way (``inferer#opponent`` in ``inference.yaml``; measured in
@@ -81,6 +82,7 @@ class SelfPlayInferer(Inferer):
         scorer: Any = None,
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
+        stop_quantile: float = 0.5,
         opponent: str = "none",
         multiclass: bool = False,
         gate_threshold: float = 0.5,
@@ -101,6 +103,9 @@ class SelfPlayInferer(Inferer):
             raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
         if stopping not in STOPPING_RULES:
             raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+        if not 0.0 < stop_quantile < 1.0:
+            raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
+        self.stop_quantile = float(stop_quantile)
         self.detector = detector.eval()
         self.rules, self.method, self.region, self.context = rules, method, region, context
         self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
@@ -166,7 +171,8 @@ class SelfPlayInferer(Inferer):
         network.eval()
         return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
-            stopping=self.stopping, progress=progress, opponent=network if self.opponent == "self" else None,
+            stopping=self.stopping, stop_quantile=self.stop_quantile, progress=progress,
+            opponent=network if self.opponent == "self" else None,
         ).patches  # fmt: skip
 
     def slices_and_region(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,12 +22,14 @@ from medwss.game.record import Phase
 from medwss.game.rules import GameRules
 from medwss.runtime.progress import SliceProgress, batches
 
-STOPPING_RULES = ("step", "median")
+STOPPING_RULES = ("step", "median", "quantile")
 """When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
 the step where the policy, had it sampled, would have terminated with probability 0.5 by then (1 - prod(1 - p_t)
 >= 0.5): the median of its own stopping time. Why: self-play trains a *sampled* stopping time, spread over several
 steps at moderate P(terminate); the per-step rule waits for one step above 0.5 and took about twice the patches
-(measured on 8 held-out prostate patients: 13% of patches against 5.5%, 3D Dice 0.49 against 0.63)."""
+(measured on 8 held-out prostate patients: 13% of patches against 5.5%, 3D Dice 0.49 against 0.63). "quantile": the
+same at another quantile ``stop_quantile`` of its stopping time (above 0.5 plays longer, below stops sooner), a knob
+picked on validation patients (``benchmarks/cohort.py``'s ``rlsp_stop_quantile`` row); "median" is quantile 0.5."""
 
 
 @dataclass
@@ -196,19 +198,22 @@ def _inference_actions(
     deterministic: bool,
     stopping: str,
     generator: torch.Generator | None,
+    stop_quantile: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Actions of the agents to move at inference, and their updated `survival` (for the "median" rule).
 
     Args:
         obs, mask: inputs and legal actions of the n games where `policy` moves.
         survival: (n,) P(the sampled policy has not stopped yet) in each game, for the acting seat.
+        stop_quantile: the "quantile" rule's quantile of the stopping time ("median": 0.5).
     """
-    if deterministic and stopping == "median":
+    if deterministic and stopping in ("median", "quantile"):
+        level = 1.0 - (stop_quantile if stopping == "quantile" else 0.5)
         log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
         # P(terminate) is exactly 0 where TERMINATE is illegal (final picks): survival holds there, and a survival
         # already below 1/2 must not call TERMINATE in the final phase.
         survival = survival * (1.0 - log_probs[:, -1].exp())
-        stop = (mask[:, -1] & (survival < 0.5)) | ~mask[:, :-1].any(dim=1)
+        stop = (mask[:, -1] & (survival < level)) | ~mask[:, :-1].any(dim=1)
         return torch.where(stop, mask.shape[1] - 1, log_probs[:, :-1].argmax(dim=-1)), survival
     return policy.act(obs, mask, deterministic, generator)[0], survival
 
@@ -229,6 +234,7 @@ def play_inference_games(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     stopping: str = "step",
+    stop_quantile: float = 0.5,
     progress: SliceProgress | None = None,
 ) -> InferenceGames:
     """Agent a plays every slice, alone (`opponent` None) or against `opponent` in seat b; `play_alone` and
@@ -239,6 +245,8 @@ def play_inference_games(
     """
     if stopping not in STOPPING_RULES:
         raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+    if not 0.0 < stop_quantile < 1.0:
+        raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
     if base is None:
         if images is None:
             raise ValueError("play_alone needs images or a precomputed observation base")
@@ -276,7 +284,7 @@ def play_inference_games(
                 seat = game.agent[rows]
                 step_actions[rows], survival[rows, seat] = _inference_actions(
                     actor, _inputs(actor, chunk, game, rows), mask[rows], survival[rows, seat], deterministic,
-                    stopping, generator,
+                    stopping, generator, stop_quantile,
                 )  # fmt: skip
             game.step(step_actions)
         done = InferenceGames(
@@ -315,6 +323,7 @@ def play_alone(
         deterministic: the most likely patch at each step (inference); False samples with `generator`.
         batch_size: games played at once, to bound memory on large volumes.
         stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
+        stop_quantile: the "quantile" rule's quantile of the agent's stopping time.
         progress: told after each batch of games (``"playing slices"``, one game per slice).
 
     The keywords above go to `play_inference_games` (defaults: batch_size 256, stopping "step").

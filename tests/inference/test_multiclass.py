@@ -122,8 +122,16 @@ def test_inferer_stops_the_agent_by_its_stopping_rule(tiny):
         assert torch.equal(taken[stopping], expected)
     # an untrained agent (P(terminate) ~0.05 per step) never passes 0.5 at one step, but its median stop comes early
     assert taken["median"].sum() < taken["step"].sum()
+    # the "quantile" rule: the inferer passes its stop_quantile on; later quantiles take at least as many patches
+    later = PhotoInferer(detector, rules, stopping="quantile", stop_quantile=0.8)
+    late = later.play(None, games.scores, None, policy, lambda agent: games.features)
+    assert torch.equal(late, play_alone(policy, None, games.scores, None, rules, base=games.features,
+                                        stopping="quantile", stop_quantile=0.8))
+    assert late.sum() >= taken["median"].sum()
     with pytest.raises(ValueError, match="stopping"):
         PhotoInferer(detector, rules, stopping="never")
+    with pytest.raises(ValueError, match="stop_quantile"):
+        PhotoInferer(detector, rules, stopping="quantile", stop_quantile=0.0)
 
 
 def test_centre_prior_is_symmetric_and_highest_in_the_middle():

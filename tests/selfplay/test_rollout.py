@@ -110,6 +110,25 @@ def test_play_alone_stopping_rules(p_stop: float, stopping: str, patches: int) -
     assert taken.flatten(1).sum(1).tolist() == [patches] * 3
 
 
+@pytest.mark.parametrize(("quantile", "patches"), [
+    (0.25, 0),  # stop once P(stopped) >= 0.25: 0.3 at the first step
+    (0.5, 1),  # the median rule
+    (0.6, 2),  # 1 - 0.7**3 = 0.66 at the third step
+    (0.9, 4),  # 1 - 0.7**4 = 0.76 < 0.9: the board runs out first
+])
+def test_play_alone_stops_at_a_quantile_of_its_stopping_time(quantile: float, patches: int) -> None:
+    rules = GameRules(grid_size=2)
+    taken = play_alone(_constant_stopper(0.3), None, None, None, rules, base=torch.zeros(3, 1, 2, 2),
+                       stopping="quantile", stop_quantile=quantile)
+    assert taken.flatten(1).sum(1).tolist() == [patches] * 3
+
+
+def test_play_alone_refuses_a_stop_quantile_outside_0_1() -> None:
+    with pytest.raises(ValueError, match="stop_quantile"):
+        play_alone(_constant_stopper(0.3), None, None, None, GameRules(grid_size=2), base=torch.zeros(1, 1, 2, 2),
+                   stopping="quantile", stop_quantile=1.0)
+
+
 def test_play_alone_refuses_an_unknown_stopping_rule() -> None:
     with pytest.raises(ValueError, match="stopping"):
         play_alone(_constant_stopper(0.3), None, None, None, GameRules(grid_size=2), base=torch.zeros(1, 1, 2, 2),
