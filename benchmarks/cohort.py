@@ -422,15 +422,16 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     policy, rules, timing["selfplay_s"] = train_agent(parser, data, scored, features, threshold, (tr, va), settings,
                                                       work / "selfplay")
     stopping = inference_setting(task, "inferer#stopping", "step")
+    stop = {"stopping": stopping, "stop_quantile": inference_setting(task, "inferer#stop_quantile", 0.5)}  # as segment
 
     def rlsp_on(rows):
         """The agent alone on these slices, as `medwss segment`: (patches, pixel masks inside the region)."""
-        pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], stopping=stopping)
+        pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
         return pm, to_pixels(pm, size, None if regions is None else regions[rows])
 
     start = time.perf_counter()
     solo = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
-                                stopping=stopping)
+                                **stop)
     timing["rlsp_play_s"] = time.perf_counter() - start
     patches = solo.patches
     test_region = None if regions is None else regions[te]
@@ -474,7 +475,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     # -------------------------------------------------------------- the same agent against itself (issue 15)
     start = time.perf_counter()
     versus = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
-                                  stopping=stopping, opponent=policy)
+                                  **stop, opponent=policy)
     timing["rlsp_self_play_s"] = time.perf_counter() - start
     out["rlsp_self"] = dice_per_patient(to_pixels(versus.patches, size, test_region), truth[te], pats["test"])
     versus_step = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
@@ -510,7 +511,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         def agent_dice(name, variant, feats=features, sc=scored, thr=threshold, changes=None):
             run = work / f"selfplay-{len(ablations)}"
             pol, rl, _ = train_agent(parser, data, sc, feats, thr, (tr, va), variant, run, changes)
-            pm = play_alone(pol, None, sc.scores[te], sc.region[te], rl, base=feats[te], stopping=stopping)
+            pm = play_alone(pol, None, sc.scores[te], sc.region[te], rl, base=feats[te], **stop)
             ablations[name] = dice_per_patient(to_pixels(pm, size, None if regions is None else regions[te]),
                                                truth[te], pats["test"])
 
