@@ -200,7 +200,8 @@ def _inference_actions(
     generator: torch.Generator | None,
     stop_quantile: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Actions of the agents to move at inference, and their updated `survival` (for the "median" rule).
+    """Actions of the agents to move at inference, and their updated `survival` (for the "median" and "quantile"
+    rules).
 
     Args:
         obs, mask: inputs and legal actions of the n games where `policy` moves.
@@ -211,7 +212,7 @@ def _inference_actions(
         level = 1.0 - (stop_quantile if stopping == "quantile" else 0.5)
         log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
         # P(terminate) is exactly 0 where TERMINATE is illegal (final picks): survival holds there, and a survival
-        # already below 1/2 must not call TERMINATE in the final phase.
+        # already below the level must not call TERMINATE in the final phase.
         survival = survival * (1.0 - log_probs[:, -1].exp())
         stop = (mask[:, -1] & (survival < level)) | ~mask[:, :-1].any(dim=1)
         return torch.where(stop, mask.shape[1] - 1, log_probs[:, :-1].argmax(dim=-1)), survival
@@ -264,7 +265,7 @@ def play_inference_games(
     for part in batches(base.shape[0], batch_size, progress, "playing slices"):
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=alone)
         chunk = base[part]
-        survival = torch.ones(game.batch_size, 2, device=dev)  # per seat, for the "median" rule
+        survival = torch.ones(game.batch_size, 2, device=dev)  # per seat, for the "median" and "quantile" rules
         while True:
             live = ~game.done
             if not bool(live.any()):
