@@ -37,14 +37,42 @@ def run_medwss(nproc: int, args: list[str], timeout: float = 300) -> subprocess.
     return run_job(medwss_command(nproc, args), timeout)
 
 
-def run_job(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a (torchrun) command in its own session; on timeout kill the whole job, ranks included, then fail."""
-    proc = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the job this helper started: launcher and every rank
-        out, err = proc.communicate()
-        raise AssertionError(f"{' '.join(command[:6])}... timed out after {timeout} s: {err[-2000:]}") from None
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+JOB_MARK = "MEDWSS_TEST_JOB"
+"""Environment variable that tags every process of one job: torchrun starts its ranks in sessions of their own, so
+killing the launcher's process group leaves them running (and holding the output pipes)."""
+
+
+def kill_job(mark: str) -> None:
+    """SIGKILL every process whose environment carries ``JOB_MARK=mark`` (Linux ``/proc``; elsewhere nothing)."""
+    needle = f"{JOB_MARK}={mark}".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone already, or not ours to read
+
+
+def run_job(command: list[str], timeout: float = 300, attempts: int = 2) -> subprocess.CompletedProcess:
+    """Run a (torchrun) command in its own session; on timeout kill the whole job, ranks included, and run it again
+    (``attempts`` in all), then fail.
+
+    Why again: on the shared 2-core CI machine a 2-rank gloo job has hung once without printing anything, both ranks
+    waiting in a futex; the same job passes in seconds on the next try.
+    """
+    for attempt in range(1, attempts + 1):
+        mark = f"{os.getpid()}-{attempt}-{id(command)}"
+        proc = subprocess.Popen(command, env=env() | {JOB_MARK: mark}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            return subprocess.CompletedProcess(command, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher's group ...
+            kill_job(mark)  # ... and every rank, whatever its session
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = "", "(output pipes still held after the kill)"
+    raise AssertionError(f"{' '.join(command[:6])}... timed out after {timeout} s, {attempts} times: {err[-2000:]}")
