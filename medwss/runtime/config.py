@@ -223,8 +223,13 @@ def parsed(parser, key: str, default: Any = None) -> Any:
         return parser.get_parsed_content(key, instantiate=True)
     except Exception as err:
         cause: BaseException | None = err
+        innermost: BaseException = err
         while cause is not None:  # MONAI wraps a component's own user error: let that one speak
             if isinstance(cause, MedwssError):
                 raise cause from None
+            innermost = cause
             cause = cause.__cause__ or cause.__context__
-        raise MedwssError(f"config {key}", f"cannot build: {str(err).splitlines()[0]}") from None
+        why = str(err).splitlines()[0]
+        if innermost is not err and str(innermost):  # MONAI's "Failed to instantiate ..." hides the value at fault
+            why += f" ({str(innermost).splitlines()[0]})"
+        raise MedwssError(f"config {key}", f"cannot build: {why}") from None
