@@ -92,7 +92,7 @@ class SelfPlayInferer(Inferer):
         refine_gate: float = 0.0,
     ) -> None:
         from medwss.inference.multiclass import named_prior
-        from medwss.selfplay.rollout import OPPONENTS, STOPPING_RULES
+        from medwss.selfplay.rollout import OPPONENTS, check_stopping
 
         super().__init__()
         if opponent not in OPPONENTS:
@@ -101,10 +101,7 @@ class SelfPlayInferer(Inferer):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
-        if stopping not in STOPPING_RULES:
-            raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
-        if not 0.0 < stop_quantile < 1.0:
-            raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
+        check_stopping(stopping, stop_quantile)
         self.stop_quantile = float(stop_quantile)
         self.detector = detector.eval()
         self.rules, self.method, self.region, self.context = rules, method, region, context

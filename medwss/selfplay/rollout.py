@@ -32,6 +32,15 @@ same at another quantile ``stop_quantile`` of its stopping time (above 0.5 plays
 picked on validation patients (``benchmarks/cohort.py``'s ``rlsp_stop_quantile`` row); "median" is quantile 0.5."""
 
 
+def check_stopping(stopping: str, stop_quantile: float) -> None:
+    """Refuse an unknown stopping rule or a quantile outside (0, 1); the inferer calls it when a bundle builds it,
+    so a bad ``inference.yaml`` fails before any scan is read."""
+    if stopping not in STOPPING_RULES:
+        raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+    if not 0.0 < stop_quantile < 1.0:
+        raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
+
+
 @dataclass
 class Rollout:
     """Learner (agent a) transitions of B games, step-major (T, B), T = the longest game's learner steps."""
@@ -244,10 +253,7 @@ def play_inference_games(
     Both seats act by the same rule (`deterministic`, `stopping`), each with its own stopping survival. Arguments
     as `play_alone`; `opponent` must take the same observation base as `policy` (the trained policy itself does).
     """
-    if stopping not in STOPPING_RULES:
-        raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
-    if not 0.0 < stop_quantile < 1.0:
-        raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
+    check_stopping(stopping, stop_quantile)
     if base is None:
         if images is None:
             raise ValueError("play_alone needs images or a precomputed observation base")
