@@ -355,7 +355,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     scorer = PatchScorer(detector, grid, s["method"], s["gate"])
     scored = scorer.score(data.images, regions)
     gate = scored.gate if scored.gate is not None else scorer.slice_probabilities(data.images, regions)
-    prior = position_prior(scored.local[tr], data.presence[tr, 0], scored.region[tr])  # training patients only
+    prior = position_prior(scored.local[tr], data.presence[tr, 0], scored.region[tr],  # training patients only
+                           s["prior_shape"])
     if s["prior"]:
         scorer.prior = prior
         scored.scores = scorer.combine(scored.local, scored.gate)
@@ -436,6 +437,14 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                                 **stop)
     timing["rlsp_play_s"] = time.perf_counter() - start
     patches = solo.patches
+    if args.dump is not None:  # the agent's whole ranking per slice, for benchmarks/stop_study.py
+        from stop_study import dump_fold
+
+        args.dump.mkdir(parents=True, exist_ok=True)
+        dump_fold(args.dump / f"fold{fold['fold']}.pt", policy=policy, rules=rules, features=features, scored=scored,
+                  gate=gate, regions=regions, truth=truth, patients=data.patients, rows=(va, te), grid=grid,
+                  extra_scores={"mil": mil, "local": scored.local}, solo_counts=patches.flatten(1).sum(1),
+                  stop_quantile=stop["stop_quantile"], prior=scorer.prior)
     test_region = None if regions is None else regions[te]
     extra: dict = {}
     rlsp_test_px = to_pixels(patches, size, test_region)
@@ -530,7 +539,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
             sc_g = PatchScorer(detector, g, s["method"], s["gate"])
             scored_g = sc_g.score(data.images, regions)
             if s["prior"]:
-                sc_g.prior = position_prior(scored_g.local[tr], data.presence[tr, 0], scored_g.region[tr])
+                sc_g.prior = position_prior(scored_g.local[tr], data.presence[tr, 0], scored_g.region[tr],
+                                            s["prior_shape"])
                 scored_g.scores = sc_g.combine(scored_g.local, scored_g.gate)
             thr_g = background_score_quantile(scored_g.scores[tr], data.presence[tr, 0], q, scored_g.region[tr])
             feats_g = agent_features(DetectorEncoder(detector, g), data.images, scored_g, planes, sc_g.prior)
@@ -890,6 +900,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default="cohort",
                     help="name of the report files: results/NAME.{json,md}, NAME_<task>.png (a variant run keeps the "
                          "published cohort report)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write each fold's agent rankings to DIR/fold<N>.pt for benchmarks/stop_study.py")
     ap.add_argument("--borrow", type=Path, default=None,
                     help="another run's per-fold file: take its supervised UNet row and its ablations for the same "
                          "folds where this run has none (they are marked as borrowed in the report)")

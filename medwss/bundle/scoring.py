@@ -18,13 +18,20 @@ PRIOR_FILE = "position_prior.pt"
 
 
 def scoring_settings(parser) -> dict[str, Any]:
-    """``scoring`` of common.yaml: ``method`` (mil/cam), ``gate`` and ``prior`` (bools); defaults = plain MIL."""
+    """``scoring`` of common.yaml: ``method`` (mil/cam), ``gate`` and ``prior`` (bools), ``prior_shape`` (map /
+    gaussian, ``detector.scoring.PRIOR_SHAPES``); defaults = plain MIL."""
+    from medwss.detector.scoring import PRIOR_SHAPES
+
     scoring = dict(parser.get("scoring") or {})
-    unknown = set(scoring) - {"method", "gate", "prior"}
+    keys = ("method", "gate", "prior", "prior_shape")
+    unknown = set(scoring) - set(keys)
     if unknown:
-        raise MedwssError("scoring", f"unknown settings {sorted(unknown)} (method, gate, prior)")
+        raise MedwssError("scoring", f"unknown settings {sorted(unknown)} ({', '.join(keys)})")
+    shape = str(scoring.get("prior_shape", "map"))
+    if shape not in PRIOR_SHAPES:
+        raise MedwssError("scoring#prior_shape", f"must be one of {PRIOR_SHAPES}, got {shape!r}")
     return {"method": str(scoring.get("method", "mil")), "gate": bool(scoring.get("gate", False)),
-            "prior": bool(scoring.get("prior", False))}  # fmt: skip
+            "prior": bool(scoring.get("prior", False)), "prior_shape": shape}  # fmt: skip
 
 
 def bundle_scorer(parser, root: Path, detector, *, with_prior: bool = True):
@@ -52,14 +59,15 @@ def export_position_prior(parser, root: Path, detector, images, presence, region
     from medwss.detector.scoring import position_prior
     from medwss.runtime.checkpoint import save_checkpoint
 
-    if not scoring_settings(parser)["prior"]:
+    settings = scoring_settings(parser)
+    if not settings["prior"]:
         return None
     scored = bundle_scorer(parser, root, detector, with_prior=False).score(images, regions)
     labels = presence[:, 0]
     try:
-        prior = position_prior(scored.local, labels, scored.region)
+        prior = position_prior(scored.local, labels, scored.region, settings["prior_shape"])
     except ValueError as err:
         raise MedwssError("scoring#prior", str(err)) from None
     save_checkpoint(prior, root / "models" / PRIOR_FILE)
     return {"file": f"models/{PRIOR_FILE}", "present_slices": int((labels == 1).sum()),
-            "absent_slices": int((labels == 0).sum())}  # fmt: skip
+            "absent_slices": int((labels == 0).sum()), "shape": settings["prior_shape"]}  # fmt: skip

@@ -36,7 +36,9 @@ def test_detector_stage_exports_weights_note_and_curves(tmp_path, data_root):
     # The shipped prostate bundle scores patches with a position prior learned from the training slice labels.
     prior = torch.load(bundle / "models" / "position_prior.pt", weights_only=True)
     assert prior.shape == (4, 4) and float(prior.max()) == 1.0 and float(prior.min()) >= 0.0
-    assert saved["scoring"] == {"method": "cam", "gate": True, "prior": True}
+    assert saved["scoring"] == {"method": "cam", "gate": True, "prior": True, "prior_shape": "gaussian"}
+    assert saved["position_prior"]["shape"] == "gaussian"
+    assert float(prior.min()) > 0.0  # a fitted Gaussian is positive everywhere
     assert saved["position_prior"]["present_slices"] + saved["position_prior"]["absent_slices"] <= 40
 
 
@@ -45,6 +47,26 @@ def test_detector_stage_without_prior_exports_none(tmp_path, data_root):
     overrides = {**tiny_overrides(data_root), "scoring#prior": False, "detector#training#epochs": 1}
     note = train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
     assert note["position_prior"] is None and not (bundle / "models" / "position_prior.pt").exists()
+
+
+def test_detector_stage_keeps_the_contrast_map_when_asked(tmp_path, data_root):
+    from medwss.detector.scoring import gaussian_fit
+
+    bundle = tiny_bundle(tmp_path)
+    overrides = {**tiny_overrides(data_root), "scoring#prior_shape": "map", "detector#training#epochs": 1,
+                 "detector#network_def#members": 1}
+    note = train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
+    assert note["position_prior"]["shape"] == "map"
+    prior = torch.load(bundle / "models" / "position_prior.pt", weights_only=True)
+    assert float(prior.max()) == pytest.approx(1.0) and float(prior.min()) >= 0.0
+    assert not torch.allclose(prior, gaussian_fit(prior), atol=1e-3)  # the map itself, not its fit
+
+
+def test_a_bad_prior_shape_is_named():
+    from medwss.bundle.scoring import scoring_settings
+
+    with pytest.raises(MedwssError, match="prior_shape.*'box'"):
+        scoring_settings({"scoring": {"prior": True, "prior_shape": "box"}})
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, monkeypatch):

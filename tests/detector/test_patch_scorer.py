@@ -75,6 +75,33 @@ def test_position_prior_needs_both_kinds_of_slices_and_some_contrast():
         position_prior(torch.ones(2, 3, 3), torch.tensor([1.0, 0.0, 1.0]))
 
 
+def test_gaussian_prior_keeps_where_the_roi_lies_and_drops_the_raggedness():
+    torch.manual_seed(0)
+    scores = torch.rand(40, 16, 16) * 0.2
+    scores[:20, 4:9, 8:15] += 1.0  # present slices light up a 5 x 7 block off the centre...
+    scores[:20, 6, 10] -= 0.9  # ...with a hole, as a seed's ragged map has
+    presence = torch.tensor([1.0] * 20 + [0.0] * 20)
+    ragged = position_prior(scores, presence)
+    smooth = position_prior(scores, presence, shape="gaussian")
+    assert smooth.shape == ragged.shape and float(smooth.max()) == pytest.approx(1.0)
+    peak = divmod(int(smooth.argmax()), 16)
+    assert peak == (6, 11)  # the block's centre
+    assert float(smooth[6, 10]) > 0.9 > float(ragged[6, 10])  # the hole is filled
+    assert float(smooth[4, 11]) > float(smooth[1, 11]) > float(smooth[0, 11])  # falls off with distance
+    # the spread follows the block: wider along the columns (7) than along the rows (5)
+    assert float(smooth[6, 11 + 3]) > float(smooth[6 + 3, 11])
+
+
+def test_gaussian_prior_refuses_an_unknown_shape_and_a_map_with_no_spread():
+    presence = torch.tensor([1.0, 0.0])
+    with pytest.raises(ValueError, match="prior shape"):
+        position_prior(torch.rand(2, 3, 3), presence, shape="box")
+    line = torch.zeros(2, 4, 4)
+    line[0, 1, :] = 1.0  # one row: no spread across the rows
+    with pytest.raises(ValueError, match="too concentrated"):
+        position_prior(line, presence, shape="gaussian")
+
+
 def test_plain_scorer_is_the_detectors_own_mil_pooling(detector, slices):
     scored = PatchScorer(detector, 4).score(slices)
     assert torch.equal(scored.scores, score_patches(detector, slices, 4))

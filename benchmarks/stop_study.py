@@ -1,0 +1,273 @@
+"""Which patches, and how many? A study of agent a's picks and stops on the cohort's folds, without retraining.
+
+Alone at inference, agent a's picks do not depend on when it stops (the board changes only by its own picks), so
+one deterministic game per slice played to the end of the board gives the agent's whole ranking of the patches and
+its P(terminate) at every step: every stopping rule is a cut of that ranking, and any other ranking (the game
+score, the position prior, the distance to the centre) can be cut at the same counts. ``benchmarks/cohort.py
+--dump DIR`` writes each fold's rankings with the slice gate, the scores, the position prior, the region and the
+masks of the validation and test patients (masks only for scoring); this script compares, per fold:
+
+* **rankings** at the reference's patch count on each slice (an oracle stop that reads masks: which ranking finds
+  the organ, whatever the stop) and at one fixed count on the slices the gate calls positive (count and gate
+  picked on validation): the agent's, the game score's, the detector's MIL cells, the learned position prior (the
+  contrast map, and its fitted Gaussian), the distance to the centre of the field of view, and local evidence x
+  the Gaussian prior;
+* **stopping rules** of the agent's own ranking, each knob picked on the fold's validation patients: the quantile of
+  its stopping time (the bundle's rule, at the bundle's quantile and picked), the counts median-filtered along the
+  patient's slices with the slice gate, and the mean of the agent's count and the game-score rule's count.
+
+    .venv/bin/python benchmarks/cohort.py --only N --seed S --dump /tmp/dump_sS ...   # each fold, each seed
+    .venv/bin/python benchmarks/stop_study.py /tmp/dump_s0 /tmp/dump_s1 --name NAME   # one DIR per seed
+
+Results: ``benchmarks/results/NAME.{md,json}``: 3D Dice on the 128 x 128 working grid, per held-out patient,
+mean over the cohort's patients for each seed and over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medwss.agents.inputs import build_observation
+from medwss.agents.policy import AgentPolicy, masked_log_probs
+from medwss.detector.scoring import gaussian_fit
+from medwss.game.engine import BatchedGame
+from medwss.game.record import Phase
+from medwss.game.rules import GameRules
+from medwss.metrics.patches import patch_labels
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9)
+WIDTHS = (1, 3, 5)
+GATES = (0.0, 0.3, 0.5, 0.7)
+COUNTS = (20, 24, 28, 32, 36, 44)
+RULE_QUANTILES = (0.8, 0.9, 0.95)
+
+
+@torch.no_grad()
+def pick_order(policy: AgentPolicy, base: torch.Tensor, scores: torch.Tensor, region: torch.Tensor,
+               rules: GameRules, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Agent a alone, deterministic, never terminating: its picks in order and P(terminate) before each pick.
+
+    Returns (B, T) int64 patch indices (-1 after the board ran out) and (B, T) float P(terminate) at each step
+    (0 where TERMINATE was not legal), T = the single-agent turn limit.
+    """
+    n, limit = base.shape[0], rules.turn_limit(single_agent=True)
+    order = torch.full((n, limit), -1, dtype=torch.int64)
+    p_stop = torch.zeros(n, limit)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(n, start + batch_size))
+        game = BatchedGame(rules, scores[rows], region[rows], single_agent=True)
+        chunk = base[rows]
+        for t in range(limit):
+            live = ~game.done
+            if not bool(live.any()):
+                break
+            mask = game.action_mask()
+            obs = build_observation(chunk, game.owner, game.agent, game.region, game.phase == Phase.FINAL,
+                                    game.step_fraction(), policy.observation, policy.merge_sides)
+            log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
+            free = mask[:, :-1].any(dim=1) & live
+            pick = torch.where(free, log_probs[:, :-1].argmax(dim=-1), rules.terminate_action)
+            idx = torch.arange(start, rows.stop)
+            order[idx[free], t] = pick[free]
+            p_stop[idx[free], t] = torch.where(mask[free, -1], log_probs[free, -1].exp(), 0.0)
+            game.step(pick)
+    return order, p_stop
+
+
+def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,
+              extra_scores: dict[str, torch.Tensor] | None = None, solo_counts: torch.Tensor | None = None,
+              stop_quantile: float = 0.5, prior: torch.Tensor | None = None) -> None:
+    """Write one fold's rankings and everything a stopping rule may read, for the validation and test rows."""
+    va, te = rows
+    idx = (va | te).nonzero().squeeze(1)
+    order, p_stop = pick_order(policy, features[idx], scored.scores[idx], scored.region[idx], rules)
+    torch.save({
+        "order": order, "p_stop": p_stop, "gate": gate[idx], "legal": scored.region[idx],
+        "scores": scored.scores[idx], "region": None if regions is None else regions[idx].bool(),
+        "truth": truth[idx].bool(), "patients": [patients[i] for i in idx.tolist()],
+        "is_test": te[idx], "grid": grid, "solo_counts": solo_counts, "stop_quantile": stop_quantile,
+        "prior": prior, "extra_scores": {k: v[idx] for k, v in (extra_scores or {}).items()},
+    }, path)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------- cuts
+def quantile_counts(p_stop: torch.Tensor, order: torch.Tensor, q: float) -> torch.Tensor:
+    """Patches taken under the rule "stop when survival < 1 - q" (as ``rollout._inference_actions``)."""
+    survival = torch.cumprod(1.0 - p_stop, dim=1)
+    stop = (survival < 1.0 - q) & (p_stop > 0)
+    legal_steps = (order >= 0).sum(1)
+    first = torch.where(stop.any(1), stop.float().argmax(1), legal_steps)
+    return torch.minimum(first, legal_steps)
+
+
+def cut(order: torch.Tensor, counts: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, G, G) bool: each slice's first `counts` picks of `order` (-1 slots are skipped steps)."""
+    n, t = order.shape
+    take = (torch.arange(t)[None] < counts[:, None]) & (order >= 0)
+    slot = torch.where(order >= 0, order, grid * grid)  # unused steps write to a spare column
+    out = torch.zeros(n, grid * grid + 1, dtype=torch.bool)
+    out.scatter_(1, slot, take)
+    return out[:, :-1].view(n, grid, grid)
+
+
+def ranking(scores: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+    """(B, G*G) patch indices by decreasing score, illegal patches as -1 at the end."""
+    order = torch.where(legal, scores, -torch.inf).argsort(dim=1, descending=True, stable=True)
+    return torch.where(legal.gather(1, order), order, -1)
+
+
+def smooth_along_patient(counts: torch.Tensor, patients: list[str], width: int) -> torch.Tensor:
+    """Median of each slice's count with its neighbours' (rows are in slice order within a patient; a patient's
+    first and last slices repeat at its edges): the organ's cross-section changes smoothly from slice to slice,
+    the agent's stop on one slice is noisy."""
+    if width <= 1:
+        return counts
+    out, pats, half = counts.clone(), np.array(patients), width // 2
+    for p in dict.fromkeys(patients):
+        idx = torch.as_tensor(np.nonzero(pats == p)[0])
+        n = len(idx)
+        shifts = (torch.arange(n)[:, None] + torch.arange(-half, half + 1)[None]).clamp(0, n - 1)
+        out[idx] = counts[idx][shifts].float().median(dim=1).values.round().long()
+    return out
+
+
+def dice3d(pred: torch.Tensor, truth: torch.Tensor, patients: list[str]) -> dict[str, float]:
+    out, pats = {}, np.array(patients)
+    for p in dict.fromkeys(patients):
+        m = torch.as_tensor(pats == p)
+        a, b = pred[m], truth[m]
+        total = int(a.sum()) + int(b.sum())
+        out[p] = 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    return out
+
+
+def fold_prior(fold: dict) -> torch.Tensor:
+    """The fold's learned position prior (G*G,): dumped, or read back from score = local x prior x gate."""
+    if fold.get("prior") is not None:
+        return fold["prior"].flatten().float()
+    local, gate, game = fold["extra_scores"]["local"].flatten(1), fold["gate"], fold["scores"].flatten(1)
+    den = local * gate[:, None]
+    ok = (den > 0.05) & (game < 0.999) & fold["legal"].flatten(1)
+    ratio = torch.where(ok, game / den.clamp(min=1e-6), torch.nan)
+    return torch.nanmedian(ratio, dim=0).values.nan_to_num(0.0)
+
+
+# ----------------------------------------------------------------------------------------------------- one fold
+def analyse(fold: dict) -> dict:
+    """Per test patient 3D Dice of every ranking and stopping rule of one fold (knobs picked on validation)."""
+    g, order, p_stop, truth = fold["grid"], fold["order"], fold["p_stop"], fold["truth"]
+    size, region, gate, pats = truth.shape[-1], fold["region"], fold["gate"], fold["patients"]
+    test = fold["is_test"].bool()
+    val = ~test
+    legal = fold["legal"].flatten(1)
+    n, t = order.shape
+    mean = lambda d: float(np.mean(list(d.values())))  # noqa: E731
+
+    def dice(o, counts, rows):
+        px = cut(o[rows][:, :t], counts[rows], g)
+        px = px.repeat_interleave(size // g, 1).repeat_interleave(size // g, 2)
+        if region is not None:
+            px &= region[rows]
+        return dice3d(px, truth[rows], [pats[i] for i in rows.nonzero().squeeze(1).tolist()])
+
+    def picked(candidates: dict, o=order):
+        best = max(candidates, key=lambda k: mean(dice(o, candidates[k], val)))
+        return dice(o, candidates[best], test), best
+
+    rows_, cols_ = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
+    centre = -((rows_ - (g - 1) / 2) ** 2 + (cols_ - (g - 1) / 2) ** 2).flatten()
+    prior = fold_prior(fold)
+    gauss = gaussian_fit(prior.view(g, g)).flatten()
+    local = fold["extra_scores"]["local"].flatten(1)
+    rankings = {
+        "agent a (RLSP)": order,
+        "game score (local x prior x gate)": ranking(fold["scores"].flatten(1), legal),
+        "detector MIL cells": ranking(fold["extra_scores"]["mil"].flatten(1), legal),
+        "learned prior (contrast map)": ranking(prior[None].expand(n, -1), legal),
+        "learned prior, Gaussian fit": ranking(gauss[None].expand(n, -1), legal),
+        "distance to the centre (content-free)": ranking(centre[None].expand(n, -1), legal),
+        "local x Gaussian prior": ranking(local.clamp(min=1e-6).log() + gauss.clamp(min=1e-9).log(), legal),
+    }
+    true_counts = patch_labels(truth, g).flatten(1).sum(1)
+    fixed = {(k, gt): torch.where(gate >= gt, k, 0) for k in COUNTS for gt in GATES}
+    out: dict[str, dict[str, float]] = {}
+    picks: dict[str, object] = {}
+    for name, o in rankings.items():
+        out[f"oracle count | {name}"] = dice(o, true_counts, test)
+        out[f"fixed count, gated | {name}"], picks[f"fixed | {name}"] = picked(fixed, o)
+    counts = {q: quantile_counts(p_stop, order, q) for q in QUANTILES}
+    out["stop | quantile at the bundle's"] = dice(order, quantile_counts(p_stop, order, fold["stop_quantile"]), test)
+    out["stop | quantile, picked"], picks["quantile"] = picked(counts)
+    smoothed = {(q, w, gt): torch.where(gate >= gt, smooth_along_patient(counts[q], pats, w), 0)
+                for q in QUANTILES for w in WIDTHS for gt in GATES}
+    out["stop | quantile, median along slices, gated"], picks["smoothed"] = picked(smoothed)
+    game = torch.where(legal, fold["scores"].flatten(1), -1.0)
+    blend = {}
+    for rq in RULE_QUANTILES:
+        threshold = float(torch.quantile(game[val][legal[val]].float(), rq))
+        rule = (game > threshold).sum(1)
+        for q in QUANTILES:
+            blend[(q, rq)] = ((counts[q] + rule) / 2).round().long()
+    out["stop | mean of the quantile count and the score rule's count"], picks["blend"] = picked(blend)
+    return {"dice": out, "picks": {k: str(v) for k, v in picks.items()}}
+
+
+# ----------------------------------------------------------------------------------------------------- report
+def markdown(result: dict, name: str) -> str:
+    seeds = result["seeds"]
+    lines = [f"# {name}: which patches, and how many (prostate cohort, held-out patients)", "",
+             result.get("header", ""), "",
+             "3D Dice on the 128 x 128 working grid, mean over the held-out patients of all folds (each patient is "
+             "held out once per seed). Knobs (fixed count, gate, quantile, filter width) are picked on each fold's "
+             "validation patients; rows marked *oracle count* read the test masks for the count only.", ""]
+    head = "| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |"
+    lines += [head, "|---|" + "---:|" * (len(seeds) + 1)]
+    for row in result["rows"]:
+        vals = [result["summary"][str(s)][row] for s in seeds]
+        lines.append(f"| {row} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | **{np.mean(vals):.3f}** |")
+    lines += ["", "Picks per fold (seed, fold: pick):", ""]
+    for key, picks in result["picks"].items():
+        lines.append(f"- {key}: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dirs", nargs="+", type=Path, help="one --dump folder per seed")
+    ap.add_argument("--name", default="stop_study", help="results/NAME.{md,json}")
+    ap.add_argument("--header", default="", help="a line under the title: what the runs were")
+    args = ap.parse_args(argv)
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    picks: dict[str, dict[str, str]] = {}
+    rows: list[str] = []
+    for seed, d in enumerate(args.dirs):
+        merged: dict[str, dict[str, float]] = {}
+        for f in sorted(d.glob("fold*.pt")):
+            res = analyse(torch.load(f, weights_only=False))
+            for row, per_patient in res["dice"].items():
+                merged.setdefault(row, {}).update(per_patient)
+                rows += [row] if row not in rows else []
+            picks[f"{d.name} {f.stem}"] = res["picks"]
+            print(d.name, f.stem, {k: round(float(np.mean(list(v.values()))), 3) for k, v in res["dice"].items()},
+                  flush=True)
+        per_seed[str(seed)] = {row: float(np.mean(list(v.values()))) for row, v in merged.items()}
+    result = {"seeds": list(range(len(args.dirs))), "dirs": [str(d) for d in args.dirs], "rows": rows,
+              "summary": per_seed, "picks": {"by fold": {k: v for k, v in picks.items()}}, "header": args.header}
+    result["picks"] = {key: {fold: p[key] for fold, p in picks.items()} for key in next(iter(picks.values()))}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{args.name}.md").write_text(markdown(result, args.name))
+    print((RESULTS / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
