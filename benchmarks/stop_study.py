@@ -201,14 +201,14 @@ def analyse(fold: dict) -> dict:
     out: dict[str, dict[str, float]] = {}
     picks: dict[str, object] = {}
     for name, o in rankings.items():
-        out[f"oracle count | {name}"] = dice(o, true_counts, test)
-        out[f"fixed count, gated | {name}"], picks[f"fixed | {name}"] = picked(fixed, o)
+        out[f"oracle count: {name}"] = dice(o, true_counts, test)
+        out[f"fixed count, gated: {name}"], picks[f"fixed: {name}"] = picked(fixed, o)
     counts = {q: quantile_counts(p_stop, order, q) for q in QUANTILES}
-    out["stop | quantile at the bundle's"] = dice(order, quantile_counts(p_stop, order, fold["stop_quantile"]), test)
-    out["stop | quantile, picked"], picks["quantile"] = picked(counts)
+    out["stop: quantile at the bundle's"] = dice(order, quantile_counts(p_stop, order, fold["stop_quantile"]), test)
+    out["stop: quantile, picked"], picks["quantile"] = picked(counts)
     smoothed = {(q, w, gt): torch.where(gate >= gt, smooth_along_patient(counts[q], pats, w), 0)
                 for q in QUANTILES for w in WIDTHS for gt in GATES}
-    out["stop | quantile, median along slices, gated"], picks["smoothed"] = picked(smoothed)
+    out["stop: quantile, median along slices, gated"], picks["smoothed"] = picked(smoothed)
     game = torch.where(legal, fold["scores"].flatten(1), -1.0)
     blend = {}
     for rq in RULE_QUANTILES:
@@ -216,7 +216,7 @@ def analyse(fold: dict) -> dict:
         rule = (game > threshold).sum(1)
         for q in QUANTILES:
             blend[(q, rq)] = ((counts[q] + rule) / 2).round().long()
-    out["stop | mean of the quantile count and the score rule's count"], picks["blend"] = picked(blend)
+    out["stop: mean of the quantile count and the score rule's count"], picks["blend"] = picked(blend)
     return {"dice": out, "picks": {k: str(v) for k, v in picks.items()}}
 
 
