@@ -7,7 +7,7 @@ import torch
 
 from medwss.detector.features import DetectorEncoder, agent_features
 from medwss.detector.network import build_detector
-from medwss.detector.scoring import PatchScorer, cam_patch_scores, position_prior, score_patches
+from medwss.detector.scoring import PatchScorer, cam_patch_scores, gaussian_fit, position_prior, score_patches
 
 
 @pytest.fixture
@@ -92,14 +92,17 @@ def test_gaussian_prior_keeps_where_the_roi_lies_and_drops_the_raggedness():
     assert float(smooth[6, 11 + 3]) > float(smooth[6 + 3, 11])
 
 
-def test_gaussian_prior_refuses_an_unknown_shape_and_a_map_with_no_spread():
+def test_gaussian_prior_refuses_an_unknown_shape_and_fits_a_map_lit_along_one_line():
     presence = torch.tensor([1.0, 0.0])
     with pytest.raises(ValueError, match="prior shape"):
         position_prior(torch.rand(2, 3, 3), presence, shape="box")
     line = torch.zeros(2, 4, 4)
-    line[0, 1, :] = 1.0  # one row: no spread across the rows
-    with pytest.raises(ValueError, match="too concentrated"):
-        position_prior(line, presence, shape="gaussian")
+    line[0, 1, :] = 1.0  # one row: no spread across the rows but the cells' own
+    prior = position_prior(line, presence, shape="gaussian")
+    assert bool(torch.isfinite(prior).all()) and float(prior.max()) == pytest.approx(1.0)
+    assert float(prior[1].min()) > 0.4 and 0.01 > float(prior[0].max()) > float(prior[3].max())  # narrow across rows
+    with pytest.raises(ValueError, match="some weight"):
+        gaussian_fit(torch.zeros(3, 3))
 
 
 def test_plain_scorer_is_the_detectors_own_mil_pooling(detector, slices):
