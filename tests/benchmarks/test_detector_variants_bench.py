@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # it imports the cohort benchmark's helpers
-    spec = importlib.util.spec_from_file_location("detector_variants_benchmark", BENCHMARKS / "detector_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("detector_variants.py")  # it imports the cohort benchmark's helpers
 
 
 def test_organ_relative_moves_the_organ_median_to_half_and_blanks_the_rest(bench):

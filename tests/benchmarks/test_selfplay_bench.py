@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.agents.conftest import one_torch_thread  # noqa: F401  (autouse fixture, shared)
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling game_speed.py
-    try:
-        spec = importlib.util.spec_from_file_location("selfplay_benchmark", BENCHMARKS / "selfplay.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("selfplay.py")  # the script imports its sibling game_speed.py
 
 
 def patches(*rows: list[list[int]]) -> torch.Tensor:

@@ -3,9 +3,6 @@ the stopping rule's count gives exactly the mask the agent takes alone; the cuts
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,17 +11,14 @@ from medwss.agents.inputs import observation_base
 from medwss.agents.policy import AgentPolicy
 from medwss.game.rules import GameRules
 from medwss.selfplay.rollout import play_alone
+from tests.benchmarks import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 G = 4
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("stop_study_benchmark", BENCHMARKS / "stop_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("stop_study.py")
 
 
 @pytest.mark.parametrize("quantile", [0.3, 0.5, 0.8])
