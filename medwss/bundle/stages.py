@@ -302,6 +302,7 @@ def train_detector_stage(
     from medwss.runtime.checkpoint import save_checkpoint
 
     # ---------------------------------------------------------------- setup (plumbing)
+    scoring_settings(parser)  # a bad ``scoring`` fails now, not when the prior is exported after training
     seed = int(parser["seed"])
     set_determinism(seed)
     started = time.perf_counter()

@@ -62,6 +62,14 @@ def test_detector_stage_keeps_the_contrast_map_when_asked(tmp_path, data_root):
     assert not torch.allclose(prior, gaussian_fit(prior), atol=1e-3)  # the map itself, not its fit
 
 
+def test_a_bad_prior_shape_stops_the_stage_before_it_trains(tmp_path, data_root):
+    bundle = tiny_bundle(tmp_path)
+    overrides = {**tiny_overrides(data_root), "scoring#prior_shape": "box"}
+    with pytest.raises(MedwssError, match="prior_shape"):
+        train_stage(bundle, "detector", overrides=overrides, run_dir=tmp_path / "runs")
+    assert not list((tmp_path / "runs").rglob("checkpoint_*.pt"))
+
+
 def test_a_bad_prior_shape_is_named():
     from medwss.bundle.scoring import scoring_settings
 
