@@ -70,11 +70,12 @@ from medwss.detector.features import DetectorEncoder, agent_features
 from medwss.detector.network import detector_members
 from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
+from medwss.inference.volume_stop import VolumeStop, cut_ranking, play_volume_stop, quantile_counts
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
 from medwss.runtime.config import load_config, parse_overrides, parsed, stage_config_file
 from medwss.selfplay.loop import SelfPlayData, SelfPlaySettings, train_selfplay
-from medwss.selfplay.rollout import InferenceGames, play_alone, play_inference_games
+from medwss.selfplay.rollout import InferenceGames, agent_ranking, play_alone, play_inference_games
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -85,6 +86,10 @@ QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 since the detector's central box: with it the picks sat at the old top of the range (0.995) in 4 of the 6 folds of
 two seeded runs (``cohort_box.md``, ``cohort_box_seed1.md``)."""
 STOP_QUANTILES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+VOLUME_STOPS = [(q, VolumeStop(w, g, run)) for q in (0.5, 0.6, 0.7, 0.8, 0.9) for w in (1, 3, 5, 7, 9)
+                for g in (0.0, 0.3, 0.5, 0.7) for run in (False, True) if g > 0 or not run]
+"""Candidate volume stops (``inferer#stop_quantile``, ``inferer#volume_stop``) of the ``rlsp_volume_picked`` row,
+picked per fold on the validation patients (``inference.volume_stop``)."""
 """Candidate quantiles of the agent's own stopping time (``inferer#stop_quantile``; 0.5 is the bundles' median),
 picked per fold on the validation patients: below 0.5 stops sooner, above plays longer. 0.8-0.95 since the picks sat
 at the old top of the range (0.7) in 3 of the 6 folds of two seeds, validation Dice still rising
@@ -102,6 +107,8 @@ METHODS = {
     "rlsp_refined": "RLSP refined (UNet trained on RLSP's masks of the training patients)",
     "rlsp_gated": "RLSP on slices the detector calls positive (gate picked on validation)",
     "rlsp_stop_quantile": "RLSP stopping at a quantile of its own stopping time (picked on validation)",
+    "rlsp_slice_stop": "RLSP, each slice stopping alone at the bundle's quantile (no volume stop)",
+    "rlsp_volume_picked": "RLSP, volume stop picked on validation (quantile, count median width, gate, one run)",
     "rank_at_rlsp_count": "game-score ranking cut at RLSP's patch count on each slice (RLSP's stop, the score's picks)",
     "rank_at_true_count": "game-score ranking cut at the reference's patch count (oracle stop, reads masks)",
     "score_rule": "score rule at the calibrated threshold",
@@ -426,17 +433,25 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                                                       work / "selfplay")
     stopping = inference_setting(task, "inferer#stopping", "step")
     stop = {"stopping": stopping, "stop_quantile": inference_setting(task, "inferer#stop_quantile", 0.5)}  # as segment
+    volume = VolumeStop(**(inference_setting(task, "inferer#volume_stop", None) or {}))
+    names = lambda rows: [data.patients[i] for i in rows.nonzero().squeeze(1).tolist()]  # noqa: E731
 
     def rlsp_on(rows):
-        """The agent alone on these slices, as `medwss segment`: (patches, pixel masks inside the region)."""
-        pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
+        """The agent alone on these slices, as `medwss segment` (volume stop per patient): (patches, pixel masks
+        inside the region)."""
+        if volume.active:
+            pm = play_volume_stop(policy, features[rows], scored.scores[rows], legal[rows], rules,
+                                  stop_quantile=stop["stop_quantile"], volume_stop=volume, gate=gate[rows],
+                                  groups=names(rows))  # fmt: skip
+        else:
+            pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
         return pm, to_pixels(pm, size, None if regions is None else regions[rows])
 
     start = time.perf_counter()
     solo = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
                                 **stop)
     timing["rlsp_play_s"] = time.perf_counter() - start
-    patches = solo.patches
+    patches = rlsp_on(te)[0] if volume.active else solo.patches
     if args.dump is not None:  # the agent's whole ranking per slice, for benchmarks/stop_study.py
         from stop_study import dump_fold
 
@@ -461,6 +476,22 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         extra["stop_quantile_val"] = {q: mean_dice(rlsp_at(va, q), truth[va], pats["val"]) for q in STOP_QUANTILES}
         chosen["stop_quantile"], _ = pick_on_validation(STOP_QUANTILES, extra["stop_quantile_val"].get)
         out["rlsp_stop_quantile"] = dice_per_patient(rlsp_at(te, chosen["stop_quantile"]), truth[te], pats["test"])
+        out["rlsp_slice_stop"] = dice_per_patient(to_pixels(solo.patches, size, test_region), truth[te],
+                                                  pats["test"])
+        # The volume stop, every knob picked on validation: one ranking per slice, cut per candidate.
+        ranks = {key: agent_ranking(policy, features[r], scored.scores[r], legal[r], rules)
+                 for key, r in (("val", va), ("test", te))}  # fmt: skip
+
+        def volume_px(key, rows, q, vs):
+            order, p_stop = ranks[key]
+            counts = vs.counts(quantile_counts(p_stop, order, q), gate[rows], names(rows))
+            return to_pixels(cut_ranking(order, counts, grid), size, None if regions is None else regions[rows])
+
+        best = max(range(len(VOLUME_STOPS)), key=lambda i: (mean_dice(volume_px("val", va, *VOLUME_STOPS[i]),
+                                                                      truth[va], pats["val"]), -i))
+        q, vs = VOLUME_STOPS[best]
+        chosen["volume_stop"] = {"stop_quantile": q, **dataclasses.asdict(vs)}
+        out["rlsp_volume_picked"] = dice_per_patient(volume_px("test", te, q, vs), truth[te], pats["test"])
     extra["largest_val"] = {"rlsp": mean_dice(rlsp_val_px, truth[va], pats["val"]),
                             "rlsp_largest": mean_dice(largest_component(rlsp_val_px, pats["val"]), truth[va],
                                                       pats["val"])}

@@ -14,7 +14,9 @@ masks of the validation and test patients (masks only for scoring); this script 
   the Gaussian prior;
 * **stopping rules** of the agent's own ranking, each knob picked on the fold's validation patients: the quantile of
   its stopping time (the bundle's rule, at the bundle's quantile and picked), the counts median-filtered along the
-  patient's slices with the slice gate, and the mean of the agent's count and the game-score rule's count.
+  patient's slices with the slice gate, the volume stop of ``medwss.inference.volume_stop`` (that plus only the
+  longest run of gated slices; picked, and at ``--bundle``'s settings), and the mean of the agent's count and the
+  game-score rule's count.
 
     .venv/bin/python benchmarks/cohort.py --only N --seed S --dump /tmp/dump_sS ...   # each fold, each seed
     .venv/bin/python benchmarks/stop_study.py /tmp/dump_s0 /tmp/dump_s1 --name NAME   # one DIR per seed
@@ -33,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medwss.agents.inputs import build_observation
-from medwss.agents.policy import AgentPolicy, masked_log_probs
+from medwss.agents.policy import AgentPolicy
 from medwss.detector.scoring import gaussian_fit
-from medwss.game.engine import BatchedGame
-from medwss.game.record import Phase
 from medwss.game.rules import GameRules
+from medwss.inference.volume_stop import VolumeStop, median_along_slices, quantile_counts, volume_rows
+from medwss.inference.volume_stop import cut_ranking as cut
 from medwss.metrics.patches import patch_labels
+from medwss.selfplay.rollout import agent_ranking
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -47,39 +49,16 @@ QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9)
 WIDTHS = (1, 3, 5)
 GATES = (0.0, 0.3, 0.5, 0.7)
 COUNTS = (20, 24, 28, 32, 36, 44)
+VOLUME_STOPS = [VolumeStop(w, g, run) for w in (1, 3, 5, 7, 9) for g in (0.3, 0.5, 0.7) for run in (False, True)]
+"""Volume stops (``inference.volume_stop``) tried after each quantile: the counts' median width, the gate, one run."""
 RULE_QUANTILES = (0.8, 0.9, 0.95)
 
 
-@torch.no_grad()
 def pick_order(policy: AgentPolicy, base: torch.Tensor, scores: torch.Tensor, region: torch.Tensor,
                rules: GameRules, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Agent a alone, deterministic, never terminating: its picks in order and P(terminate) before each pick.
-
-    Returns (B, T) int64 patch indices (-1 after the board ran out) and (B, T) float P(terminate) at each step
-    (0 where TERMINATE was not legal), T = the single-agent turn limit.
-    """
-    n, limit = base.shape[0], rules.turn_limit(single_agent=True)
-    order = torch.full((n, limit), -1, dtype=torch.int64)
-    p_stop = torch.zeros(n, limit)
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(n, start + batch_size))
-        game = BatchedGame(rules, scores[rows], region[rows], single_agent=True)
-        chunk = base[rows]
-        for t in range(limit):
-            live = ~game.done
-            if not bool(live.any()):
-                break
-            mask = game.action_mask()
-            obs = build_observation(chunk, game.owner, game.agent, game.region, game.phase == Phase.FINAL,
-                                    game.step_fraction(), policy.observation, policy.merge_sides)
-            log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
-            free = mask[:, :-1].any(dim=1) & live
-            pick = torch.where(free, log_probs[:, :-1].argmax(dim=-1), rules.terminate_action)
-            idx = torch.arange(start, rows.stop)
-            order[idx[free], t] = pick[free]
-            p_stop[idx[free], t] = torch.where(mask[free, -1], log_probs[free, -1].exp(), 0.0)
-            game.step(pick)
-    return order, p_stop
+    """The agent's whole ranking of each slice's patches and P(terminate) before each pick, played to the end of the
+    board (``rollout.agent_ranking``)."""
+    return agent_ranking(policy, base, scores, region, rules, batch_size=batch_size)
 
 
 def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,
@@ -99,25 +78,6 @@ def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, tru
 
 
 # ----------------------------------------------------------------------------------------------------- cuts
-def quantile_counts(p_stop: torch.Tensor, order: torch.Tensor, q: float) -> torch.Tensor:
-    """Patches taken under the rule "stop when survival < 1 - q" (as ``rollout._inference_actions``)."""
-    survival = torch.cumprod(1.0 - p_stop, dim=1)
-    stop = (survival < 1.0 - q) & (p_stop > 0)
-    legal_steps = (order >= 0).sum(1)
-    first = torch.where(stop.any(1), stop.float().argmax(1), legal_steps)
-    return torch.minimum(first, legal_steps)
-
-
-def cut(order: torch.Tensor, counts: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, G, G) bool: each slice's first `counts` picks of `order` (-1 slots are skipped steps)."""
-    n, t = order.shape
-    take = (torch.arange(t)[None] < counts[:, None]) & (order >= 0)
-    slot = torch.where(order >= 0, order, grid * grid)  # unused steps write to a spare column
-    out = torch.zeros(n, grid * grid + 1, dtype=torch.bool)
-    out.scatter_(1, slot, take)
-    return out[:, :-1].view(n, grid, grid)
-
-
 def ranking(scores: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
     """(B, G*G) patch indices by decreasing score, illegal patches as -1 at the end."""
     order = torch.where(legal, scores, -torch.inf).argsort(dim=1, descending=True, stable=True)
@@ -125,17 +85,11 @@ def ranking(scores: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
 
 
 def smooth_along_patient(counts: torch.Tensor, patients: list[str], width: int) -> torch.Tensor:
-    """Median of each slice's count with its neighbours' (rows are in slice order within a patient; a patient's
-    first and last slices repeat at its edges): the organ's cross-section changes smoothly from slice to slice,
-    the agent's stop on one slice is noisy."""
-    if width <= 1:
-        return counts
-    out, pats, half = counts.clone(), np.array(patients), width // 2
-    for p in dict.fromkeys(patients):
-        idx = torch.as_tensor(np.nonzero(pats == p)[0])
-        n = len(idx)
-        shifts = (torch.arange(n)[:, None] + torch.arange(-half, half + 1)[None]).clamp(0, n - 1)
-        out[idx] = counts[idx][shifts].float().median(dim=1).values.round().long()
+    """Median of each slice's count with its neighbours', within each patient (``volume_stop.median_along_slices``;
+    rows are in slice order within a patient)."""
+    out = counts.clone()
+    for rows in volume_rows(len(counts), patients):
+        out[rows] = median_along_slices(counts[rows], width)
     return out
 
 
@@ -161,8 +115,9 @@ def fold_prior(fold: dict) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------- one fold
-def analyse(fold: dict) -> dict:
-    """Per test patient 3D Dice of every ranking and stopping rule of one fold (knobs picked on validation)."""
+def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
+    """Per test patient 3D Dice of every ranking and stopping rule of one fold (knobs picked on validation);
+    ``bundle``: a fixed (stop quantile, volume stop) to report as well."""
     g, order, p_stop, truth = fold["grid"], fold["order"], fold["p_stop"], fold["truth"]
     size, region, gate, pats = truth.shape[-1], fold["region"], fold["gate"], fold["patients"]
     test = fold["is_test"].bool()
@@ -209,6 +164,12 @@ def analyse(fold: dict) -> dict:
     smoothed = {(q, w, gt): torch.where(gate >= gt, smooth_along_patient(counts[q], pats, w), 0)
                 for q in QUANTILES for w in WIDTHS for gt in GATES}
     out["stop: quantile, median along slices, gated"], picks["smoothed"] = picked(smoothed)
+    volume = {(q, vs): vs.counts(counts[q], gate, pats) for q in QUANTILES for vs in VOLUME_STOPS}
+    out["stop: volume stop (median, gate, one run), picked"], picks["volume"] = picked(volume)
+    if bundle is not None:
+        q, vs = bundle
+        out["stop: volume stop at the bundle's"] = dice(order, vs.counts(quantile_counts(p_stop, order, q), gate, pats),
+                                                        test)
     game = torch.where(legal, fold["scores"].flatten(1), -1.0)
     blend = {}
     for rq in RULE_QUANTILES:
@@ -239,19 +200,31 @@ def markdown(result: dict, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bundle_volume_stop(bundle: Path) -> tuple[float, VolumeStop]:
+    """A bundle's (stop quantile, volume stop), read from its inference.yaml without building anything."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.yaml")
+    return float(parser.get("inferer#stop_quantile", 0.5)), VolumeStop(**(parser.get("inferer#volume_stop") or {}))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+", type=Path, help="one --dump folder per seed")
     ap.add_argument("--name", default="stop_study", help="results/NAME.{md,json}")
     ap.add_argument("--header", default="", help="a line under the title: what the runs were")
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="also report this bundle's inferer#stop_quantile and inferer#volume_stop")
     args = ap.parse_args(argv)
+    bundle = None if args.bundle is None else bundle_volume_stop(args.bundle)
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     picks: dict[str, dict[str, str]] = {}
     rows: list[str] = []
     for seed, d in enumerate(args.dirs):
         merged: dict[str, dict[str, float]] = {}
         for f in sorted(d.glob("fold*.pt")):
-            res = analyse(torch.load(f, weights_only=False))
+            res = analyse(torch.load(f, weights_only=False), bundle)
             for row, per_patient in res["dice"].items():
                 merged.setdefault(row, {}).update(per_patient)
                 rows += [row] if row not in rows else []

@@ -52,6 +52,9 @@ class SelfPlayInferer(Inferer):
             as in training (``selfplay#agent_planes``).
         stopping: when the agent calls termination (``selfplay.rollout.STOPPING_RULES``).
         stop_quantile: the ``quantile`` stopping rule's quantile of the agent's own stopping time.
+        volume_stop: ``inference.volume_stop.VolumeStop`` settings (``count_width``, ``gate``, ``one_run``): the
+            agent's counts agreed along the volume's slices after each slice's ``quantile`` stop (``rlsp`` alone,
+            binary bundles; None or ``{}`` = each slice stops alone).
         opponent: who agent a plays against (``selfplay.rollout.OPPONENTS``): ``none`` alone (the default, what
             the bundles ship) or ``self``, the agent itself in seat b, the game it was trained on; the mask is a's
             patches either way (``inferer#opponent`` in ``inference.yaml``; measured in
@@ -83,6 +86,7 @@ class SelfPlayInferer(Inferer):
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
         stop_quantile: float = 0.5,
+        volume_stop: dict[str, Any] | None = None,
         opponent: str = "none",
         multiclass: bool = False,
         gate_threshold: float = 0.5,
@@ -101,8 +105,14 @@ class SelfPlayInferer(Inferer):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+        from medwss.inference.volume_stop import VolumeStop
+
         check_stopping(stopping, stop_quantile)
         self.stop_quantile = float(stop_quantile)
+        self.volume_stop = VolumeStop(**dict(volume_stop or {}))
+        if self.volume_stop.active and (stopping not in ("median", "quantile") or opponent != "none" or multiclass):
+            raise ValueError("volume_stop agrees agent a's own stops along a volume: it needs stopping 'quantile' "
+                             "(or 'median'), opponent 'none' and a binary bundle")
         self.detector = detector.eval()
         self.rules, self.method, self.region, self.context = rules, method, region, context
         self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
@@ -155,10 +165,15 @@ class SelfPlayInferer(Inferer):
         return agent_features(encoder, slices, scored, self.agent_planes, self.scorer.prior, progress=progress)
 
     @torch.no_grad()
-    def play(self, slices, scores, region, network, base, progress: SliceProgress | None = None) -> torch.Tensor:
+    def play(self, slices, scores, region, network, base, progress: SliceProgress | None = None,
+             gate: torch.Tensor | None = None) -> torch.Tensor:
         """(N, G, G) bool patches taken on each game's ``scores``: the trained agent (``network``) alone, or the
-        single-agent baseline; ``base`` maps the agent to its features observation (None for pixels)."""
+        single-agent baseline; ``base`` maps the agent to its features observation (None for pixels). ``gate``:
+        the slices' presence probabilities, which an active ``volume_stop`` reads (the rows are one volume's
+        slices in order)."""
+        from medwss.agents.inputs import observation_base
         from medwss.agents.threshold import threshold_segment
+        from medwss.inference.volume_stop import play_volume_stop
         from medwss.selfplay.rollout import play_inference_games
 
         if self.method == "single-agent":
@@ -166,6 +181,16 @@ class SelfPlayInferer(Inferer):
         if network is None:
             raise ValueError("method 'rlsp' needs the agent policy as network")
         network.eval()
+        if self.volume_stop.active:
+            observed = base(network)
+            if observed is None:
+                observed = observation_base(slices, network.observation, network.grid_size,
+                                            pixels_per_patch=network.pixels_per_patch)  # fmt: skip
+            quantile = self.stop_quantile if self.stopping == "quantile" else 0.5
+            return play_volume_stop(
+                network, observed, scores, region, self.rules, stop_quantile=quantile, volume_stop=self.volume_stop,
+                gate=gate, batch_size=self.batch_size, progress=progress,
+            )  # fmt: skip
         return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
             stopping=self.stopping, stop_quantile=self.stop_quantile, progress=progress,
@@ -250,7 +275,10 @@ class SelfPlayInferer(Inferer):
         else:
             scored = self.scorer.score(slices, region, progress)
             agent_base = lambda agent: self.agent_base(slices, scored, agent, progress)  # noqa: E731
-            patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress).cpu()
+            gate = scored.gate
+            if gate is None and self.volume_stop.needs_gate and self.method == "rlsp":
+                gate = self.scorer.slice_probabilities(slices, region, progress)
+            patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress, gate).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region

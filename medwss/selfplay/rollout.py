@@ -310,6 +310,68 @@ def play_inference_games(
 
 
 @torch.no_grad()
+def agent_ranking(
+    policy: AgentPolicy,
+    base: torch.Tensor,
+    scores: torch.Tensor | None,
+    region: torch.Tensor | None,
+    rules: GameRules,
+    *,
+    stop_quantile: float | None = None,
+    min_steps: int = 0,
+    batch_size: int = 256,
+    progress: SliceProgress | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Agent a alone and deterministic, never calling termination: its picks in order and P(terminate) before each.
+
+    Alone, its picks do not depend on when it stops (the board changes only by its own picks), so this is the
+    agent's ranking of each slice's patches, and any stopping rule is a cut of it (``inference.volume_stop``).
+
+    Args:
+        base: the observation base of the slices (``agents.inputs.observation_base``).
+        stop_quantile: play each batch only until the ``quantile`` rule (``STOPPING_RULES``) would have stopped
+            every game in it, and at least ``min_steps``; None plays to the end of the board.
+
+    Returns:
+        (B, T) int64 patch indices (-1 where no patch was taken: the board ran out, or the batch stopped) and (B, T)
+        float P(terminate) at each step (0 where TERMINATE was not legal), T the single-agent turn limit.
+    """
+    n, limit = base.shape[0], rules.turn_limit(single_agent=True)
+    dev = next(policy.parameters()).device
+    base = base.to(dev)
+    scores = torch.zeros(n, rules.grid_size, rules.grid_size, device=dev) if scores is None else scores.to(dev)
+    region = None if region is None else region.to(dev)
+    order = torch.full((n, limit), -1, dtype=torch.int64, device=dev)
+    p_stop = torch.zeros(n, limit, device=dev)
+    level = None if stop_quantile is None else 1.0 - stop_quantile
+    for part in batches(n, batch_size, progress, "playing slices"):
+        game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
+        chunk = base[part]
+        survival = torch.ones(game.batch_size, device=dev)
+        stopped = torch.zeros(game.batch_size, dtype=torch.bool, device=dev)
+        for t in range(limit):
+            live = ~game.done
+            if not bool(live.any()) or (level is not None and bool(stopped[live].all()) and t >= min_steps):
+                break
+            mask = game.action_mask()
+            rows = live.nonzero().squeeze(1)
+            log_probs = masked_log_probs(policy(_inputs(policy, chunk, game, rows))[0], mask[rows],
+                                         policy.termination_floor)  # fmt: skip
+            free = mask[rows, :-1].any(dim=1)
+            rows = rows[free]
+            picks = log_probs[free, :-1].argmax(dim=-1)
+            stop_p = torch.where(mask[rows, -1], log_probs[free, -1].exp(), 0.0)
+            order[part.start + rows, t], p_stop[part.start + rows, t] = picks, stop_p
+            if level is not None:
+                survival[rows] = survival[rows] * (1.0 - stop_p)
+                stopped[rows] |= (survival[rows] < level) & (stop_p > 0)
+            step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64, device=dev)
+            step_actions[rows] = picks
+            game.step(step_actions)
+    return order.cpu(), p_stop.cpu()
+
+
+@torch.no_grad()
 def play_alone(
     policy: AgentPolicy,
     images: torch.Tensor | None,

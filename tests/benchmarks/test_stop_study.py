@@ -58,3 +58,12 @@ def test_ranking_puts_illegal_patches_last_as_empty_steps(study):
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.7]])
     legal = torch.tensor([[True, False, True, True]])
     assert study.ranking(scores, legal).tolist() == [[3, 2, 0, -1]]
+
+
+def test_the_bundles_volume_stop_is_read_from_its_inference_config(study):
+    from medwss.inference.volume_stop import VolumeStop
+    from tests.benchmarks import BENCHMARKS
+
+    quantile, stop = study.bundle_volume_stop(BENCHMARKS.parent / "bundles" / "prostate")
+    assert quantile == 0.8 and stop == VolumeStop(count_width=5, gate=0.3, one_run=True)
+    assert stop in study.VOLUME_STOPS  # the study's picked row may find the shipped setting

@@ -202,7 +202,9 @@ def test_inferer_opponent_self_plays_the_agent_against_itself(trained):
     from medwss.selfplay.rollout import play_against, play_alone
 
     bundle, data = trained
-    solo, versus = Segmenter(bundle), Segmenter(bundle, overrides={"inferer#opponent": "self"})
+    each_slice = {"inferer#volume_stop": {}}  # the volume stop agrees the solo game's own stops only
+    solo, versus = Segmenter(bundle, overrides=each_slice), Segmenter(bundle, overrides={**each_slice,
+                                                                                    "inferer#opponent": "self"})
     assert solo.inferer.opponent == "none" and versus.inferer.opponent == "self"
     processed = process_volume({"image": str(data / "p0" / "t2.nii.gz")}, versus.preprocessing)
     slices, region = versus.inferer.slices_and_region(torch.as_tensor(processed["image"]))
@@ -217,6 +219,38 @@ def test_inferer_opponent_self_plays_the_agent_against_itself(trained):
     assert mask.shape == solo.predict(data / "p0" / "t2.nii.gz").shape and mask.dtype == bool
     with pytest.raises(ValueError, match="opponent"):
         SelfPlayInferer(solo.inferer.detector, solo.inferer.rules, opponent="pool")
+    with pytest.raises(ValueError, match="volume_stop"):
+        SelfPlayInferer(solo.inferer.detector, solo.inferer.rules, opponent="self", stopping="quantile",
+                        volume_stop={"count_width": 3})
+
+
+def test_inferer_volume_stop_agrees_the_agents_counts_along_the_volume(trained):
+    """The shipped ``inferer#volume_stop``: the mask is the agent's ranking cut at the counts agreed along the
+    volume (``play_volume_stop`` with the slice gate), slices below the gate are empty, and ``{}`` turns it off
+    (each slice's own quantile stop, ``play_alone``)."""
+    from medwss.data.transforms import process_volume
+    from medwss.inference.volume_stop import VolumeStop, play_volume_stop
+    from medwss.selfplay.rollout import play_alone
+
+    bundle, data = trained
+    volume, alone = Segmenter(bundle), Segmenter(bundle, overrides={"inferer#volume_stop": {}})
+    assert volume.inferer.volume_stop == VolumeStop(5, 0.3, True) and not alone.inferer.volume_stop.active
+    inferer = volume.inferer
+    processed = process_volume({"image": str(data / "p0" / "t2.nii.gz")}, volume.preprocessing)
+    slices, region = inferer.slices_and_region(torch.as_tensor(processed["image"]))
+    scored = inferer.scorer.score(slices, region)
+    base = inferer.agent_base(slices, scored, volume.network)
+    args = (slices, scored.scores, scored.region, volume.network, lambda agent: base)
+    expected = play_volume_stop(volume.network, base, scored.scores, scored.region, inferer.rules,
+                                stop_quantile=inferer.stop_quantile, volume_stop=inferer.volume_stop, gate=scored.gate)
+    assert torch.equal(inferer.play(*args, gate=scored.gate), expected)
+    assert not expected[scored.gate < 0.3].any()
+    with pytest.raises(ValueError, match="slice gate"):
+        inferer.play(*args)  # the volume stop never guesses a missing gate
+    own = play_alone(volume.network, slices, scored.scores, scored.region, inferer.rules, base=base,
+                     stopping="quantile", stop_quantile=alone.inferer.stop_quantile)
+    assert torch.equal(alone.inferer.play(*args), own)
+    assert volume.predict(data / "p0" / "t2.nii.gz").shape == alone.predict(data / "p0" / "t2.nii.gz").shape
 
 
 @pytest.mark.slow
