@@ -166,6 +166,10 @@ def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
     out["stop: quantile, median along slices, gated"], picks["smoothed"] = picked(smoothed)
     volume = {(q, vs): vs.counts(counts[q], gate, pats) for q in QUANTILES for vs in VOLUME_STOPS}
     out["stop: volume stop (median, gate, one run), picked"], picks["volume"] = picked(volume)
+    # Every fixed volume stop on the validation and test patients: one setting for every fold is chosen on the
+    # validation columns pooled over folds and seeds (how the bundle's was), never on the test columns.
+    fixed_volume = {volume_key(q, vs): {"val": dice(order, c, val), "test": dice(order, c, test)}
+                    for (q, vs), c in volume.items()}
     if bundle is not None:
         q, vs = bundle
         out["stop: volume stop at the bundle's"] = dice(order, vs.counts(quantile_counts(p_stop, order, q), gate, pats),
@@ -178,7 +182,22 @@ def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
         for q in QUANTILES:
             blend[(q, rq)] = ((counts[q] + rule) / 2).round().long()
     out["stop: mean of the quantile count and the score rule's count"], picks["blend"] = picked(blend)
-    return {"dice": out, "picks": {k: str(v) for k, v in picks.items()}}
+    return {"dice": out, "picks": {k: str(v) for k, v in picks.items()}, "fixed_volume": fixed_volume}
+
+
+def volume_key(quantile: float, stop: VolumeStop) -> str:
+    return f"quantile {quantile}, width {stop.count_width}, gate {stop.gate}, one run {'yes' if stop.one_run else 'no'}"
+
+
+def fixed_volume_table(means: dict[str, dict[str, float]], top: int = 12) -> list[str]:
+    """The fixed volume stops ranked by validation Dice pooled over every fold and seed (``main``'s means)."""
+    ranked = sorted(means, key=lambda k: -means[k]["val"])
+    lines = ["", "One volume stop for every fold: each setting's mean Dice over the validation patients of all folds "
+             f"and seeds (how a bundle's setting is chosen), and over the held-out patients; the top {top} by "
+             "validation:",
+             "", "| setting | validation | held-out |", "|---|---:|---:|"]
+    lines += [f"| {k} | {means[k]['val']:.4f} | {means[k]['test']:.4f} |" for k in ranked[:top]]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -197,6 +216,8 @@ def markdown(result: dict, name: str) -> str:
     lines += ["", "Picks per fold (seed, fold: pick):", ""]
     for key, picks in result["picks"].items():
         lines.append(f"- {key}: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
+    if result.get("fixed_volume"):
+        lines += fixed_volume_table(result["fixed_volume"])
     return "\n".join(lines) + "\n"
 
 
@@ -221,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     picks: dict[str, dict[str, str]] = {}
     rows: list[str] = []
+    pooled: dict[str, dict[str, dict[str, float]]] = {}
     for seed, d in enumerate(args.dirs):
         merged: dict[str, dict[str, float]] = {}
         for f in sorted(d.glob("fold*.pt")):
@@ -229,11 +251,17 @@ def main(argv: list[str] | None = None) -> int:
                 merged.setdefault(row, {}).update(per_patient)
                 rows += [row] if row not in rows else []
             picks[f"{d.name} {f.stem}"] = res["picks"]
+            for key, parts in res["fixed_volume"].items():
+                for part, per_patient in parts.items():
+                    pooled.setdefault(key, {"val": {}, "test": {}})[part].update(
+                        {f"{d.name} {f.stem} {p}": v for p, v in per_patient.items()})
             print(d.name, f.stem, {k: round(float(np.mean(list(v.values()))), 3) for k, v in res["dice"].items()},
                   flush=True)
         per_seed[str(seed)] = {row: float(np.mean(list(v.values()))) for row, v in merged.items()}
     result = {"seeds": list(range(len(args.dirs))), "dirs": [str(d) for d in args.dirs], "rows": rows,
-              "summary": per_seed, "picks": {"by fold": {k: v for k, v in picks.items()}}, "header": args.header}
+              "summary": per_seed, "picks": {"by fold": {k: v for k, v in picks.items()}}, "header": args.header,
+              "fixed_volume": {k: {part: float(np.mean(list(v[part].values()))) for part in ("val", "test")}
+                               for k, v in pooled.items()}}
     result["picks"] = {key: {fold: p[key] for fold, p in picks.items()} for key in next(iter(picks.values()))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
