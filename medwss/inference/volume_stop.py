@@ -162,16 +162,20 @@ def play_volume_stop(
 
     Each slice's game is played (``rollout.agent_ranking``) until the ``quantile`` rule has stopped it; the counts
     are agreed along each volume (``VolumeStop.counts``) and each slice's ranking is cut at its agreed count. A
-    median never exceeds the largest count it reads, so a ranking played as long as the longest stop is long enough;
-    one batch of games plays that long by itself, several batches are played again to it.
+    median never exceeds the largest count it reads, so a ranking played as long as the longest stop is long enough:
+    one batch of games plays that long by itself; when a volume spans several batches and a slice is agreed more
+    patches than its batch played (and its board still has them), the games are played again to the longest stop.
     """
     from medwss.selfplay.rollout import agent_ranking
 
-    play = lambda least: agent_ranking(policy, base, scores, region, rules, stop_quantile=stop_quantile,  # noqa: E731
-                                       min_steps=least, batch_size=batch_size, progress=progress)
-    order, p_stop = play(0)
+    order, p_stop = agent_ranking(policy, base, scores, region, rules, stop_quantile=stop_quantile,
+                                  batch_size=batch_size, progress=progress)  # fmt: skip
     own = quantile_counts(p_stop, order, stop_quantile)
-    if len(order) > batch_size and len(own):  # each batch stopped at its own longest game
-        order, p_stop = play(int(own.max()))
     counts = volume_stop.counts(own, gate, groups)
+    played = (order >= 0).sum(1)
+    board = (torch.full_like(played, rules.grid_size**2) if region is None
+             else region.flatten(1).sum(1).to(played.device))  # fmt: skip
+    if bool(((counts > played) & (played < board)).any()):  # the rare correction: no second progress report
+        order, _ = agent_ranking(policy, base, scores, region, rules, stop_quantile=stop_quantile,
+                                 min_steps=int(own.max()), batch_size=batch_size)  # fmt: skip
     return cut_ranking(order, counts, rules.grid_size)
