@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -96,29 +97,21 @@ def volume_rows(n: int, groups: Sequence[str] | None) -> list[torch.Tensor]:
 
 
 def median_along_slices(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Each slice's median with its ``width`` - 1 neighbours (the edge slices repeat at the volume's ends),
-    rounded back to the input's integer type."""
+    """Each slice's median with its ``width`` - 1 neighbours, the edge slices repeated at the volume's ends
+    (``scipy.ndimage.median_filter``, mode ``nearest``; an odd width keeps the counts whole)."""
     if width <= 1 or len(values) == 0:
         return values.clone()
-    n, half = len(values), width // 2
-    around = (torch.arange(n)[:, None] + torch.arange(-half, half + 1)[None]).clamp(0, n - 1)
-    return values[around].float().median(dim=1).values.round().to(values.dtype)
+    filtered = ndimage.median_filter(values.cpu().numpy(), size=width, mode="nearest")
+    return torch.as_tensor(filtered, dtype=values.dtype, device=values.device)
 
 
 def longest_run(on: torch.Tensor) -> torch.Tensor:
     """(N,) bool -> only the longest run of consecutive True kept (the first of equally long ones)."""
-    out = torch.zeros_like(on, dtype=torch.bool)
-    best_start, best_len, start = 0, 0, None
-    flags = on.bool().tolist() + [False]
-    for i, flag in enumerate(flags):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            if i - start > best_len:
-                best_start, best_len = start, i - start
-            start = None
-    out[best_start : best_start + best_len] = True
-    return out
+    runs, count = ndimage.label(on.bool().cpu().numpy())
+    if count == 0:
+        return torch.zeros_like(on, dtype=torch.bool)
+    longest = 1 + int(np.argmax(np.bincount(runs)[1:]))  # argmax: the first of equally long runs
+    return torch.as_tensor(runs == longest, device=on.device)
 
 
 def quantile_counts(p_stop: torch.Tensor, order: torch.Tensor, quantile: float) -> torch.Tensor:
