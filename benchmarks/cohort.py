@@ -9,7 +9,8 @@ is picked on the validation patients, never on the test ones. Per fold, with the
 * the presence detector is trained on the training patients (last epoch kept, as the bundle does), the position
   prior is learned from their slice labels, and the patch scorer of the bundle (``scoring``) scores every slice;
 * the RLSP agent is trained by prioritised fictitious self-play against the calibrated threshold, then plays alone
-  on the test slices (``play_alone``, as ``medwss segment`` does);
+  on the test slices as ``medwss segment`` does (``play_alone``, or ``play_volume_stop`` per patient when the
+  bundle sets ``inferer#volume_stop``);
 
 and reports 3D Dice on the 128 x 128 working grid for each test patient of:
 
@@ -25,7 +26,9 @@ and reports 3D Dice on the 128 x 128 working grid for each test patient of:
 * post-processings of RLSP's mask, each with its validation Dice so it is decided there as nnU-Net decides its own:
   the largest 3D component per patient (``rlsp_largest``) and the slice gate (``rlsp_gated``);
 * picks or stopping: the game score's own ranking cut at RLSP's patch count on each slice (``rank_at_rlsp_count``)
-  and at the reference's (``rank_at_true_count``, an oracle stop that reads masks).
+  and at the reference's (``rank_at_true_count``, an oracle stop that reads masks); RLSP's stop quantile picked on
+  validation (``rlsp_stop_quantile``), each slice stopping alone (``rlsp_slice_stop``) and the volume stop with
+  every knob picked on validation (``rlsp_volume_picked``).
 
 For ``liver_tumour`` (3D-IRCADb HU volumes + LiTS slice folders) the region is the liver, a row scores the whole
 liver as the tumour mask, and every row is also reported per source kind (IRCAD vs LiTS held-out patients).
@@ -86,14 +89,14 @@ QUANTILES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 since the detector's central box: with it the picks sat at the old top of the range (0.995) in 4 of the 6 folds of
 two seeded runs (``cohort_box.md``, ``cohort_box_seed1.md``)."""
 STOP_QUANTILES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-VOLUME_STOPS = [(q, VolumeStop(w, g, run)) for q in (0.5, 0.6, 0.7, 0.8, 0.9) for w in (1, 3, 5, 7, 9)
-                for g in (0.0, 0.3, 0.5, 0.7) for run in (False, True) if g > 0 or not run]
-"""Candidate volume stops (``inferer#stop_quantile``, ``inferer#volume_stop``) of the ``rlsp_volume_picked`` row,
-picked per fold on the validation patients (``inference.volume_stop``)."""
 """Candidate quantiles of the agent's own stopping time (``inferer#stop_quantile``; 0.5 is the bundles' median),
 picked per fold on the validation patients: below 0.5 stops sooner, above plays longer. 0.8-0.95 since the picks sat
 at the old top of the range (0.7) in 3 of the 6 folds of two seeds, validation Dice still rising
 (``cohort_box_stop*.md``)."""
+VOLUME_STOPS = [(q, VolumeStop(w, g, run)) for q in (0.5, 0.6, 0.7, 0.8, 0.9) for w in (1, 3, 5, 7, 9)
+                for g in (0.0, 0.3, 0.5, 0.7) for run in (False, True) if g > 0 or not run]
+"""Candidate volume stops (``inferer#stop_quantile``, ``inferer#volume_stop``) of the ``rlsp_volume_picked`` row,
+picked per fold on the validation patients (``inference.volume_stop``)."""
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate slice-probability gates of the gated trivial masks (and of the refined RLSP masks)."""
 REFINE_THRESHOLDS = (0.3, 0.5, 0.7)
