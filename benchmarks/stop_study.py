@@ -35,9 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medwss.agents.policy import AgentPolicy
 from medwss.detector.scoring import gaussian_fit
-from medwss.game.rules import GameRules
 from medwss.inference.volume_stop import VolumeStop, median_along_slices, quantile_counts, volume_rows
 from medwss.inference.volume_stop import cut_ranking as cut
 from medwss.metrics.patches import patch_labels
@@ -54,20 +52,13 @@ VOLUME_STOPS = [VolumeStop(w, g, run) for w in (1, 3, 5, 7, 9) for g in (0.3, 0.
 RULE_QUANTILES = (0.8, 0.9, 0.95)
 
 
-def pick_order(policy: AgentPolicy, base: torch.Tensor, scores: torch.Tensor, region: torch.Tensor,
-               rules: GameRules, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The agent's whole ranking of each slice's patches and P(terminate) before each pick, played to the end of the
-    board (``rollout.agent_ranking``)."""
-    return agent_ranking(policy, base, scores, region, rules, batch_size=batch_size)
-
-
 def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,
               extra_scores: dict[str, torch.Tensor] | None = None, solo_counts: torch.Tensor | None = None,
               stop_quantile: float = 0.5, prior: torch.Tensor | None = None) -> None:
     """Write one fold's rankings and everything a stopping rule may read, for the validation and test rows."""
     va, te = rows
     idx = (va | te).nonzero().squeeze(1)
-    order, p_stop = pick_order(policy, features[idx], scored.scores[idx], scored.region[idx], rules)
+    order, p_stop = agent_ranking(policy, features[idx], scored.scores[idx], scored.region[idx], rules)
     torch.save({
         "order": order, "p_stop": p_stop, "gate": gate[idx], "legal": scored.region[idx],
         "scores": scored.scores[idx], "region": None if regions is None else regions[idx].bool(),

@@ -1,16 +1,11 @@
-"""benchmarks/stop_study.py: one game played to the end of the board gives the agent's ranking, and cutting it at
-the stopping rule's count gives exactly the mask the agent takes alone; the cuts and the smoothing along slices."""
+"""benchmarks/stop_study.py: the cuts, the rankings and the smoothing along slices. That the agent's ranking cut at
+the stopping rule's count is exactly its own mask is tested with the library: tests/inference/test_volume_stop.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from medwss.agents.encoders import PatchStatsEncoder
-from medwss.agents.inputs import observation_base
-from medwss.agents.policy import AgentPolicy
-from medwss.game.rules import GameRules
-from medwss.selfplay.rollout import play_alone
 from tests.benchmarks import load_benchmark
 
 G = 4
@@ -19,25 +14,6 @@ G = 4
 @pytest.fixture(scope="module")
 def study():
     return load_benchmark("stop_study.py")
-
-
-@pytest.mark.parametrize("quantile", [0.3, 0.5, 0.8])
-def test_the_cut_ranking_is_the_agents_own_mask(study, quantile):
-    torch.manual_seed(0)
-    images = torch.rand(10, 1, 16, 16)
-    base = observation_base(images, "features", G, encoder=PatchStatsEncoder(G), pixels_per_patch=2)
-    policy = AgentPolicy("features", G, base.shape[1], channels=8, num_res_units=1, pixels_per_patch=2,
-                         termination_prob=0.15, termination_floor=0.0).eval()  # fmt: skip
-    region = torch.rand(10, G, G) < 0.8
-    scores = torch.rand(10, G, G)
-    rules = GameRules(grid_size=G)
-    order, p_stop = study.pick_order(policy, base, scores, region, rules, batch_size=4)
-    # Every legal patch once, in some order, then -1: the whole board was played.
-    assert torch.equal((order >= 0).sum(1), region.flatten(1).sum(1))
-    counts = study.quantile_counts(p_stop, order, quantile)
-    alone = play_alone(policy, None, scores, region, rules, base=base, stopping="quantile", stop_quantile=quantile)
-    assert torch.equal(study.cut(order, counts, G), alone)
-    assert 0 < int(counts.sum()) < int(region.sum())  # the test stops somewhere in between, not at an edge
 
 
 def test_cut_takes_the_first_picks_and_skips_empty_steps(study):

@@ -45,6 +45,7 @@ def test_ranking_cut_at_the_quantile_count_is_the_agents_own_mask(game, quantile
     assert torch.equal(cut_ranking(order, counts, G), alone)
     assert 0 < int(counts.sum()) < int(region.sum())  # stops somewhere in between, not at an edge
     full, _ = agent_ranking(policy, base, scores, region, rules)
+    assert torch.equal((full >= 0).sum(1), region.flatten(1).sum(1))  # every legal patch once: the whole board
     played = order >= 0
     assert torch.equal(order[played], full[played])  # stopping early changes how far, never which picks
 
