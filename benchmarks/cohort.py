@@ -592,10 +592,15 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
             "ablations": ablations, "auc": auc, "chosen": chosen, "timing": timing, **extra}
 
 
-def refined_masks(prob: torch.Tensor, threshold: float, gate: torch.Tensor, min_gate: float,
-                  region: torch.Tensor | None) -> torch.Tensor:
-    """Refiner probabilities to masks: above the threshold, on slices the detector gate passes, inside the region."""
-    px = (prob > threshold) & (gate >= min_gate)[:, None, None]
+def refined_masks(prob: torch.Tensor, threshold: float, gate: torch.Tensor, min_gate: float | str,
+                  region: torch.Tensor | None, rlsp_slices: torch.Tensor | None = None) -> torch.Tensor:
+    """Refiner probabilities to masks: above the threshold, on the slices kept, inside the region.
+
+    Slices kept: those the detector gate passes at ``min_gate``, or with ``min_gate == "rlsp"`` those the agent put
+    patches on (``rlsp_slices``: with the volume stop, the gate's longest run along the patient).
+    """
+    keep = rlsp_slices if min_gate == "rlsp" else gate >= min_gate
+    px = (prob > threshold) & keep[:, None, None]
     return px if region is None else px & region.bool()
 
 
@@ -611,8 +616,10 @@ def refine_rlsp(data, regions, gate, rlsp_px, rows, pats, epochs: int, every: in
     Why: RLSP masks are unions of grid patches; a segmenter trained on many of them may learn the organ's
     appearance and draw pixel borders (issue 15 item 5). The training targets are the agent's own masks on the
     training patients (no reference mask is read there). The refiner's epoch count (one training, checkpoints every
-    ``every`` epochs), probability threshold, slice gate and whether to keep the largest 3D component are picked
-    on the validation patients' masks, as every other tuned row of this benchmark; the test patients are only scored.
+    ``every`` epochs), probability threshold, slices kept (the detector's gate at a level, or ``"rlsp"``: the slices
+    the agent marked, i.e. the volume stop's run) and whether to keep the largest 3D component are picked on the
+    validation patients' masks, as every other tuned row of this benchmark; the test patients are only scored. Every
+    candidate's Dice per validation and test patient is returned too, for ``benchmarks/refine_study.py``.
 
     Args:
         rlsp_px: rows -> the agent's pixel masks on those slices (the RLSP row's own call).
@@ -634,26 +641,33 @@ def refine_rlsp(data, regions, gate, rlsp_px, rows, pats, epochs: int, every: in
     net = train_refiner(data.images[tr], pseudo, RefinementSettings(epochs=epochs, seed=SEED), checkpoint=keep)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    val_dice, test_prob = {}, {}
+    plain_val, plain_test = rlsp_px(va), rlsp_px(te)
+    slices = {"val": plain_val.flatten(1).any(1), "test": plain_test.flatten(1).any(1)}
+    val_dice, test_dice, test_prob = {}, {}, {}
     for epoch, state in snapshots.items():
         net.load_state_dict(state)
-        prob = refine_probabilities(net, data.images[va])
-        test_prob[epoch] = refine_probabilities(net, data.images[te])
+        prob = {"val": refine_probabilities(net, data.images[va]), "test": refine_probabilities(net, data.images[te])}
+        test_prob[epoch] = prob["test"]
         for t in REFINE_THRESHOLDS:
-            for g in GATES:
-                px = refined_masks(prob, t, gate[va], g, region(va))
+            for g in (*GATES, "rlsp"):
                 for lcc in (False, True):
-                    val_dice[(epoch, t, g, lcc)] = mean_dice(largest_component(px, pats["val"]) if lcc else px,
-                                                             truth[va], pats["val"])
-    (epoch, t, g, lcc), best = pick_on_validation(list(val_dice), val_dice.get)
-    test_px = refined_masks(test_prob[epoch], t, gate[te], g, region(te))
+                    for key, r, d in (("val", va, val_dice), ("test", te, test_dice)):
+                        px = refined_masks(prob[key], t, gate[r], g, region(r), slices[key])
+                        d[(epoch, t, g, lcc)] = dice_per_patient(largest_component(px, pats[key]) if lcc else px,
+                                                                 truth[r], pats[key])
+    (epoch, t, g, lcc), best = pick_on_validation(list(val_dice), lambda c: float(np.mean(list(val_dice[c].values()))))
+    test_px = refined_masks(test_prob[epoch], t, gate[te], g, region(te), slices["test"])
     if lcc:
         test_px = largest_component(test_px, pats["test"])
-    plain_val, plain_test = rlsp_px(va), rlsp_px(te)
-    return {"test_dice": dice_per_patient(test_px, truth[te], pats["test"]),
+    return {"test_dice": test_dice[(epoch, t, g, lcc)],
             "val": {"rlsp": mean_dice(plain_val, truth[va], pats["val"]), "refined": best,
-                    "refined_per_epoch": {e: max(v for c, v in val_dice.items() if c[0] == e) for e in snapshots}},
+                    "refined_per_epoch": {e: max(float(np.mean(list(v.values()))) for c, v in val_dice.items()
+                                                 if c[0] == e) for e in snapshots}},
             "chosen": {"epochs": epoch, "threshold": t, "gate": g, "largest_component": lcc, "trained_epochs": epochs},
+            # Every candidate's Dice per patient, so that a fixed setting can be chosen on all folds' validation
+            # patients pooled (and its held-out Dice read) without training again.
+            "candidates": [{"epochs": c[0], "threshold": c[1], "gate": c[2], "largest_component": c[3],
+                            "val": val_dice[c], "test": test_dice[c]} for c in val_dice],
             "area_test": {"rlsp": mask_area(plain_test, truth[te]), "refined": mask_area(test_px, truth[te]),
                           "reference": mask_area(truth[te], truth[te])},
             "pseudo_area_train": mask_area(pseudo, truth[tr]),

@@ -12,6 +12,7 @@ targets are what ``medwss segment`` would output.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,13 @@ from medwss.runtime.config import parsed
 from medwss.runtime.progress import ProgressTask
 
 
-def agent_masks(root: Path, parser, slices: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+def agent_masks(
+    root: Path, parser, slices: torch.Tensor, regions: torch.Tensor | None, patients: Sequence[str] | None = None
+) -> torch.Tensor:
     """(N, H, W) bool masks of the bundle's trained agent on ``slices``, exactly as ``medwss segment`` plays.
+
+    ``patients`` names each slice's patient (slices of a patient in order): ``medwss segment`` sees one scan at a
+    time, so a volume stop must agree its counts per patient, never across two patients' slices.
 
     Why through inference.yaml: the refiner must learn the masks a user gets (same scorer, stopping rule, region),
     not a re-implementation of them. The grid, detector context and region are the training config's (``parser``),
@@ -40,7 +46,7 @@ def agent_masks(root: Path, parser, slices: torch.Tensor, regions: torch.Tensor 
             "region": str(data.get("region", "none")), "refiner": None}  # fmt: skip
     _, inference, network = load_inference(root, "rlsp", METHODS, same)
     inferer = parsed(inference, "inferer")
-    return inferer.method_masks(slices, regions, network)
+    return inferer.method_masks(slices, regions, network, groups=patients)
 
 
 def train_refine_stage(
@@ -61,7 +67,7 @@ def train_refine_stage(
     task.describe("refine: the agent segments the training slices")
     slices = stage_slices(parser)
     regions = training_regions(slices, str(parsed(parser, "data").get("region", "none")))
-    targets = agent_masks(root, parser, slices.images, regions)
+    targets = agent_masks(root, parser, slices.images, regions, slices.patients)
     log = MetricLog(stage_dir / "metrics.jsonl")
     log.reset()
     task.describe("refine: epoch")

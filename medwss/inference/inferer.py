@@ -22,6 +22,7 @@ training slices) replaces the patch masks by pixel masks; ``refiner: null`` in `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -166,11 +167,11 @@ class SelfPlayInferer(Inferer):
 
     @torch.no_grad()
     def play(self, slices, scores, region, network, base, progress: SliceProgress | None = None,
-             gate: torch.Tensor | None = None) -> torch.Tensor:
+             gate: torch.Tensor | None = None, groups: Sequence[str] | None = None) -> torch.Tensor:
         """(N, G, G) bool patches taken on each game's ``scores``: the trained agent (``network``) alone, or the
         single-agent baseline; ``base`` maps the agent to its features observation (None for pixels). ``gate``:
         the slices' presence probabilities, which an active ``volume_stop`` reads (the rows are one volume's
-        slices in order)."""
+        slices in order, or, with ``groups`` naming each row's volume, several volumes' slices in order)."""
         from medwss.agents.inputs import observation_base
         from medwss.agents.threshold import threshold_segment
         from medwss.inference.volume_stop import play_volume_stop
@@ -189,7 +190,7 @@ class SelfPlayInferer(Inferer):
             quantile = self.stop_quantile if self.stopping == "quantile" else 0.5
             return play_volume_stop(
                 network, observed, scores, region, self.rules, stop_quantile=quantile, volume_stop=self.volume_stop,
-                gate=gate, batch_size=self.batch_size, progress=progress,
+                gate=gate, groups=groups, batch_size=self.batch_size, progress=progress,
             )  # fmt: skip
         return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
@@ -251,9 +252,11 @@ class SelfPlayInferer(Inferer):
         network: torch.nn.Module | None,
         progress: SliceProgress | None = None,
         present: torch.Tensor | None = None,
+        groups: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """(Z, C, H, W) detector input slices -> (Z, H, W) bool masks of ``method`` (never refined); int64 label
-        maps for a multi-class bundle (``class_labels``, given ``present`` classes if any).
+        maps for a multi-class bundle (``class_labels``, given ``present`` classes if any). ``groups`` names each
+        slice's volume when the slices are several volumes' (in order): the volume stop agrees counts per volume.
 
         Why public: the ``refine`` stage trains the refiner on exactly these masks of the training slices.
         """
@@ -278,7 +281,8 @@ class SelfPlayInferer(Inferer):
             gate = scored.gate
             if gate is None and self.volume_stop.needs_gate and self.method == "rlsp":
                 gate = self.scorer.slice_probabilities(slices, region, progress)
-            patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress, gate).cpu()
+            patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress, gate,
+                                groups).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
             if region is not None:
                 pixels &= region

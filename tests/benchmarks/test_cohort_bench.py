@@ -160,6 +160,13 @@ def test_refined_rlsp_choices_come_from_validation_only(bench):
     assert set(res["test_dice"]) == {"p4", "p5"}
     assert res["chosen"]["epochs"] in (1, 2) and set(res["val"]["refined_per_epoch"]) == {1, 2}
     assert res["val"]["refined"] == max(res["val"]["refined_per_epoch"].values())
+    # Every candidate's Dice per patient is kept (for one setting chosen on all folds' validation patients), among
+    # them masks only on the slices the agent marked; the chosen one's test Dice is the row's.
+    cands = {(c["epochs"], c["threshold"], c["gate"], c["largest_component"]): c for c in res["candidates"]}
+    assert len(cands) == 2 * len(bench.REFINE_THRESHOLDS) * (len(bench.GATES) + 1) * 2
+    assert {c["gate"] for c in res["candidates"]} == {*bench.GATES, "rlsp"}
+    chosen = cands[tuple(res["chosen"][k] for k in ("epochs", "threshold", "gate", "largest_component"))]
+    assert chosen["test"] == res["test_dice"] and set(chosen["val"]) == {"p3"}
     # Changing the test patients' masks changes their scores, never what was chosen.
     flipped = type(data)(images=data.images, masks=data.masks.clone())
     flipped.masks[rows[2]] = ~flipped.masks[rows[2]]
@@ -173,6 +180,8 @@ def test_refined_masks_gate_and_region_and_area(bench):
     region = torch.tensor([[[True, True]], [[False, True]]])
     px = bench.refined_masks(prob, 0.5, torch.tensor([0.8, 0.2]), 0.5, region)
     assert px.tolist() == [[[True, False]], [[False, False]]]
+    agents = bench.refined_masks(prob, 0.5, torch.tensor([0.8, 0.2]), "rlsp", None, torch.tensor([False, True]))
+    assert agents.tolist() == [[[False, False]], [[True, True]]]  # the slices the agent marked, whatever the gate
     area = bench.mask_area(px, torch.ones_like(px))
     assert area == pytest.approx({"pixels_per_slice": 0.5, "vs_reference": 0.25})
 

@@ -53,8 +53,19 @@ def test_refine_stage_learns_the_agents_masks_and_inference_uses_it_when_set(tmp
     parser = load_config(bundle, [bundle / "configs" / f"train_{s}.yaml" for s in ("detector", "selfplay")], overrides)
     slices = stage_slices(parser)
     regions = training_regions(slices, str(parsed(parser, "data")["region"]))
-    targets = agent_masks(bundle, parser, slices.images, regions)
+    targets = agent_masks(bundle, parser, slices.images, regions, slices.patients)
     assert targets.shape == slices.images[:, 0].shape and targets.dtype == torch.bool
+    # The shipped volume stop agrees counts per patient, as `medwss segment` sees one scan at a time (gate 0: the
+    # detector trained for seconds may not reach the shipped gate on any slice).
+    config = bundle / "configs" / "inference.yaml"
+    config.write_text(config.read_text().replace("    gate: 0.3 ", "    gate: 0.0 "))
+    targets = agent_masks(bundle, parser, slices.images, regions, slices.patients)
+    rows = {p: torch.tensor([q == p for q in slices.patients]) for p in dict.fromkeys(slices.patients)}
+    assert len(rows) > 1
+    one_by_one = torch.zeros_like(targets)
+    for r in rows.values():
+        one_by_one[r] = agent_masks(bundle, parser, slices.images[r], regions[r])
+    assert torch.equal(targets, one_by_one)
     # Off unless inference.yaml (or --set) names the refiner; then the mask is the refiner's.
     tiny = {"grid_size": 4}
     _, off_parser, network = load_inference(bundle, "rlsp", METHODS, tiny)

@@ -257,6 +257,17 @@ def test_inferer_volume_stop_agrees_the_agents_counts_along_the_volume(trained):
                      stopping="quantile", stop_quantile=alone.inferer.stop_quantile)
     assert torch.equal(alone.inferer.play(*args), own)
     assert volume.predict(data / "p0" / "t2.nii.gz").shape == alone.predict(data / "p0" / "t2.nii.gz").shape
+    # Several volumes' slices at once (the refine stage's training slices): ``groups`` keeps each volume's own
+    # longest run. Two "volumes" here, the second's first slice gated out: one run for all would drop the second.
+    half = len(slices) // 2
+    split = torch.ones(len(slices))
+    split[half] = 0.0
+    names = ["a"] * half + ["b"] * (len(slices) - half)
+    grouped = inferer.play(*args, gate=split, groups=names)
+    each = [inferer.play(slices[r], scored.scores[r], scored.region[r], volume.network, lambda agent, r=r: base[r],
+                         gate=split[r]) for r in (slice(0, half), slice(half, None))]  # fmt: skip
+    assert torch.equal(grouped, torch.cat(each))
+    assert grouped[half + 1 :].any() and not inferer.play(*args, gate=split)[half + 1 :].any()
 
 
 @pytest.mark.slow
