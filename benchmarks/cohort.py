@@ -850,12 +850,14 @@ def refinement_markdown(result: dict) -> str:
     lines = ["# Refinement revisited: a UNet trained on RLSP's masks (issue 15 item 5)", "",
              f"Commit {meta['git']['commit']}{' + uncommitted changes' if meta['git']['dirty'] else ''}; torch "
              f"{meta['torch']}; {meta['cpu_count']} CPU cores shared with other jobs (load {meta['load'][0]:.1f} "
-             f"before, {meta['load'][1]:.1f} after); `benchmarks/cohort.py --refine`, seed {SEED}, "
+             f"before, {meta['load'][1]:.1f} after); `benchmarks/cohort.py --refine`, seed {meta.get('seed', SEED)}, "
              f"{meta['n_val']} validation patients per fold; detector and self-play with the bundle's settings.", "",
-             "Per fold the trained agent plays alone on the training patients' slices; a MONAI UNet "
+             "Per fold the trained agent plays alone on the training patients' slices, as `medwss segment` (each "
+             "patient's scan on its own); a MONAI UNet "
              f"(`medwss.refinement`, {meta['refine_epochs']} epochs, a checkpoint every {meta['refine_every']}) "
              "learns those masks (no reference mask is read), then segments the test patients' slices. The "
-             "checkpoint, the probability threshold, a slice gate on the detector's probability and whether to keep "
+             "checkpoint, the probability threshold, the slices kept (the detector's probability above a gate, or the "
+             "slices the agent marked: gate `rlsp`) and whether to keep "
              "only the largest 3D component per patient are picked on the validation patients; the test patients are "
              "only scored. 3D Dice on the 128 x 128 grid per patient.", ""]
     for task, res in result["tasks"].items():

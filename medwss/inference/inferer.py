@@ -69,7 +69,10 @@ class SelfPlayInferer(Inferer):
             When set, the mask is the refiner's: it learnt the organ's appearance from the agent's masks, so its
             borders are the image's rather than the grid's (benchmarks/results/refinement.md measures both).
         refine_threshold: the refiner's foreground probability threshold.
-        refine_gate: slices whose detector presence probability is below it get an empty refined mask (0 = off).
+        refine_gate: slices whose detector presence probability is below it get an empty refined mask (0 = off);
+            ``"agent"``: only the slices the method's own mask marks keep a refined mask (for ``rlsp`` with a
+            volume stop: the gate's longest run along the scan), so the refiner draws borders and the agent picks
+            the slices.
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class SelfPlayInferer(Inferer):
         position_prior: str = "none",
         refiner: torch.nn.Module | None = None,
         refine_threshold: float = 0.5,
-        refine_gate: float = 0.0,
+        refine_gate: float | str = 0.0,
     ) -> None:
         from medwss.inference.multiclass import named_prior
         from medwss.selfplay.rollout import OPPONENTS, check_stopping
@@ -127,6 +130,8 @@ class SelfPlayInferer(Inferer):
         self.multiclass, self.gate_threshold = multiclass, gate_threshold
         self.prior = named_prior(position_prior, rules.grid_size)
         self.refiner = None if refiner is None else refiner.eval()
+        if isinstance(refine_gate, str) and refine_gate != "agent":
+            raise ValueError(f"refine_gate must be a presence probability or 'agent', got {refine_gate!r}")
         self.refine_threshold, self.refine_gate = refine_threshold, refine_gate
 
     def __call__(
@@ -226,21 +231,29 @@ class SelfPlayInferer(Inferer):
 
         slices, region = self.slices_and_region(volume)
         if self.refiner is not None and not self.multiclass:
-            pixels = self.refined_masks(slices, region, progress)
+            pixels = self.refined_masks(slices, region, progress, network)
         else:
             pixels = self.method_masks(slices, region, network, progress, present)
         return stack_slices(pixels.cpu()).to(torch.uint8)
 
     @torch.no_grad()
     def refined_masks(
-        self, slices: torch.Tensor, region: torch.Tensor | None, progress: SliceProgress | None = None
+        self,
+        slices: torch.Tensor,
+        region: torch.Tensor | None,
+        progress: SliceProgress | None = None,
+        network: torch.nn.Module | None = None,
     ) -> torch.Tensor:
-        """(Z, H, W) bool masks of the refiner, inside the region, empty on slices below ``refine_gate``."""
+        """(Z, H, W) bool masks of the refiner, inside the region, empty on slices below ``refine_gate`` (or, with
+        ``"agent"``, on slices the method's own mask leaves empty: ``network`` is the agent)."""
         from medwss.refinement.training import refine
 
         device = next(self.refiner.parameters()).device
         pixels = refine(self.refiner, slices.to(device), threshold=self.refine_threshold).cpu()
-        if self.refine_gate > 0:
+        if self.refine_gate == "agent":
+            own = self.method_masks(slices, region, network, progress).cpu()
+            pixels &= own.flatten(1).any(1)[:, None, None]
+        elif self.refine_gate > 0:
             gate = self.scorer.slice_probabilities(slices, region, progress).cpu()
             pixels &= (gate >= self.refine_gate)[:, None, None]
         return pixels if region is None else pixels & region.bool()

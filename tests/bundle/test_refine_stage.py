@@ -106,3 +106,24 @@ def test_refined_masks_keep_the_region_and_the_slice_gate():
     assert bool(refine(refiner, slices, threshold=0.0).all())  # threshold 0: the refiner alone marks everything
     out = inferer.refined_masks(slices, region)
     assert torch.equal(out, region & (gate >= 0.5)[:, None, None])  # inside the region, slice 1 gated out
+
+
+def test_refined_masks_on_the_agents_slices_only(monkeypatch):
+    """``refine_gate: agent``: the refiner draws the borders, the method's own mask (the agent's) picks the slices."""
+    torch.set_num_threads(1)
+    refiner = build_refiner(1, RefinementSettings(channels=(4, 8), num_res_units=0))
+    slices = torch.rand(3, 1, 16, 16)
+    region = torch.ones(3, 16, 16, dtype=torch.bool)
+    inferer = SelfPlayInferer(torch.nn.Conv2d(1, 1, 1), rules=type("R", (), {"grid_size": 4})(),
+                              scorer=_Scorer(torch.ones(3)), refiner=refiner, refine_threshold=0.0,
+                              refine_gate="agent", region="none")  # fmt: skip
+    agent = torch.zeros(3, 16, 16, dtype=torch.bool)
+    agent[0, :4, :4] = agent[2, 8:, 8:] = True
+    seen = []
+    monkeypatch.setattr(inferer, "method_masks", lambda s, r, network, progress=None: seen.append(network) or agent)
+    out = inferer.refined_masks(slices, region, network="the agent")
+    assert seen == ["the agent"]
+    assert torch.equal(out, region & torch.tensor([True, False, True])[:, None, None])  # whole slices: the refiner's
+    with pytest.raises(ValueError, match="refine_gate"):
+        SelfPlayInferer(torch.nn.Conv2d(1, 1, 1), rules=type("R", (), {"grid_size": 4})(), scorer=_Scorer(None),
+                        refine_gate="agents")  # fmt: skip
