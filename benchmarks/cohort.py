@@ -108,6 +108,9 @@ METHODS = {
     "rlsp_self": "RLSP, agent a against itself (`inferer#opponent: self`), a's patches",
     "rlsp_largest": "RLSP, largest 3D component per patient (nnU-Net's post-processing)",
     "rlsp_refined": "RLSP refined (UNet trained on RLSP's masks of the training patients)",
+    "rlsp_agent_ensemble": "RLSP, ensemble of agents of several seeds on the same detector (volume stop)",
+    "rlsp_agent_1": "RLSP, second agent alone (another seed, same detector)",
+    "rlsp_agent_2": "RLSP, third agent alone (another seed, same detector)",
     "rlsp_gated": "RLSP on slices the detector calls positive (gate picked on validation)",
     "rlsp_stop_quantile": "RLSP stopping at a quantile of its own stopping time (picked on validation)",
     "rlsp_slice_stop": "RLSP, each slice stopping alone at the bundle's quantile (no volume stop)",
@@ -512,6 +515,24 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     extra |= {"rlsp_patches_per_slice": float(patches.flatten(1).sum(1).float().mean()),
              "rule_patches_per_slice": float(threshold_segment(scored.scores[te], legal[te], threshold)
                                              .flatten(1).sum(1).float().mean())}
+    if args.agent_seeds:  # several agents on this fold's detector: mean ranking, mean of their agreed counts
+        start = time.perf_counter()
+        policies = [policy] + [train_agent(parser, data, scored, features, threshold, (tr, va),
+                                           settings.replace(seed=sd), work / f"selfplay_{sd}")[0]
+                               for sd in args.agent_seeds]  # fmt: skip
+        timing["extra_agents_s"] = time.perf_counter() - start
+        orders, counts = [], []
+        for p in policies:
+            order, p_stop = agent_ranking(p, features[te], scored.scores[te], legal[te], rules)
+            orders.append(order)
+            counts.append(volume.counts(quantile_counts(p_stop, order, stop["stop_quantile"]), gate[te], names(te)))
+            if len(orders) > 1:
+                out[f"rlsp_agent_{len(orders) - 1}"] = dice_per_patient(
+                    to_pixels(cut_ranking(order, counts[-1], grid), size, test_region), truth[te], pats["test"])
+        mean_count = torch.stack(counts).float().mean(0).round().long()
+        merged = mean_rank_order(orders, grid * grid)
+        out["rlsp_agent_ensemble"] = dice_per_patient(to_pixels(cut_ranking(merged, mean_count, grid), size,
+                                                                test_region), truth[te], pats["test"])
     if args.refine:
         extra["refinement"] = refine_rlsp(data, regions, gate, lambda rows: rlsp_on(rows)[1], (tr, va, te), pats,
                                           args.refine_epochs, args.refine_every)
@@ -602,6 +623,24 @@ def refined_masks(prob: torch.Tensor, threshold: float, gate: torch.Tensor, min_
     keep = rlsp_slices if min_gate == "rlsp" else gate >= min_gate
     px = (prob > threshold) & keep[:, None, None]
     return px if region is None else px & region.bool()
+
+
+def mean_rank_order(orders: list[torch.Tensor], patches: int) -> torch.Tensor:
+    """Several agents' full rankings (B, T) -> one (B, G*G) ranking by each patch's mean position; a patch no agent
+    ranks (outside the region) is -1 at the end, as in ``agent_ranking``.
+
+    Why the mean position: it keeps what every agent agrees on first, and the volume stop's counts then cut it.
+    """
+    ranks = []
+    for order in orders:
+        rank = torch.full((len(order), patches + 1), float(patches))
+        slot = torch.where(order >= 0, order, patches)  # steps without a pick write to a spare column
+        rank.scatter_(1, slot, torch.arange(order.shape[1], dtype=torch.float).expand_as(order).contiguous())
+        rank[:, -1] = float(patches)
+        ranks.append(rank[:, :-1])
+    mean = torch.stack(ranks).mean(0)
+    merged = mean.argsort(dim=1, stable=True)
+    return torch.where(mean.gather(1, merged) < patches, merged, -1)
 
 
 def mask_area(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -935,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refine-every", type=int, default=10, help="epochs between the refiner's candidate checkpoints")
     ap.add_argument("--refine-report", type=Path, default=RESULTS / "refinement.md",
                     help="the refinement report (its .json beside it), written from the folds done so far")
+    ap.add_argument("--agent-seeds", type=int, nargs="*", default=[],
+                    help="train more agents with these seeds on each fold's detector and add the row of their "
+                         "ensemble (mean ranking cut at the mean of their volume-stopped counts) and of each alone")
     ap.add_argument("--ablations", type=int, nargs="*", default=None,
                     help="ablations on these folds (no number: every fold)")
     ap.add_argument("--ablation-grids", type=int, nargs="*", default=[8])

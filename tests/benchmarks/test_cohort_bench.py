@@ -249,3 +249,12 @@ def test_detector_training_starts_from_the_seed_whatever_ran_before(bench):
     # --seed: another seed trains other detectors (on the same folds)
     net = bench.train_detector(ConfigParser(config), data, None, torch.ones(8, dtype=torch.bool), None, seed=1)
     assert not torch.equal(weights[0], torch.cat([p.detach().flatten() for p in net.parameters()]))
+
+
+def test_mean_rank_order_keeps_what_the_agents_agree_on(bench):
+    # Two agents on a 4-patch board where patch 3 is outside the region (never ranked).
+    first = torch.tensor([[0, 1, 2, -1]])
+    second = torch.tensor([[1, 2, 0, -1]])
+    merged = bench.mean_rank_order([first, second], 4)
+    assert merged.tolist() == [[1, 0, 2, -1]]  # mean positions 1, 0.5, 1.5; patch 3 stays last and unranked
+    assert torch.equal(bench.mean_rank_order([first], 4), first)  # one agent: its own ranking
