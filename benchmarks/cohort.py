@@ -636,7 +636,6 @@ def mean_rank_order(orders: list[torch.Tensor], patches: int) -> torch.Tensor:
         rank = torch.full((len(order), patches + 1), float(patches))
         slot = torch.where(order >= 0, order, patches)  # steps without a pick write to a spare column
         rank.scatter_(1, slot, torch.arange(order.shape[1], dtype=torch.float).expand_as(order).contiguous())
-        rank[:, -1] = float(patches)
         ranks.append(rank[:, :-1])
     mean = torch.stack(ranks).mean(0)
     merged = mean.argsort(dim=1, stable=True)
