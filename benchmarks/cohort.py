@@ -73,6 +73,7 @@ from medwss.detector.features import DetectorEncoder, agent_features
 from medwss.detector.network import detector_members
 from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
+from medwss.inference.mask_smoothing import MaskSmoothing
 from medwss.inference.volume_stop import VolumeStop, cut_ranking, play_volume_stop, quantile_counts
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
@@ -105,6 +106,7 @@ BOX_FRACTION = 0.4
 """Side of the central box as a fraction of the field of view (the content-free baseline of the issue)."""
 METHODS = {
     "rlsp": "RLSP (agent a alone, as `medwss segment`)",
+    "rlsp_patches": "RLSP's patch mask before `inferer#smooth` (as `medwss segment` 0.4.1)",
     "rlsp_self": "RLSP, agent a against itself (`inferer#opponent: self`), a's patches",
     "rlsp_largest": "RLSP, largest 3D component per patient (nnU-Net's post-processing)",
     "rlsp_refined": "RLSP refined (UNet trained on RLSP's masks of the training patients)",
@@ -123,6 +125,7 @@ METHODS = {
     "prior_gated": "learned position prior x slice gate (no local evidence)",
     "box_gated": "central box on slices the detector calls positive",
     "box_all": "central box on every slice (content-free)",
+    "box_all_smoothed": "central box on every slice, smoothed as RLSP (`inferer#smooth`; content-free)",
     "region_gated": "whole region (body; liver for tumours) on slices the detector calls positive",
     "organ_prior": "whole organ prior on every slice (the liver as tumour mask)",
     "supervised_unet": "fully-supervised UNet (reads masks)",
@@ -440,7 +443,14 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     stopping = inference_setting(task, "inferer#stopping", "step")
     stop = {"stopping": stopping, "stop_quantile": inference_setting(task, "inferer#stop_quantile", 0.5)}  # as segment
     volume = VolumeStop(**(inference_setting(task, "inferer#volume_stop", None) or {}))
+    smooth = MaskSmoothing(**(inference_setting(task, "inferer#smooth", None) or {}))
     names = lambda rows: [data.patients[i] for i in rows.nonzero().squeeze(1).tolist()]  # noqa: E731
+
+    def agent_px(pm, rows):
+        """An agent's patch masks on these rows -> pixel masks as `medwss segment` makes them: smoothed along each
+        patient's slices (``inferer#smooth``), then clipped to the region."""
+        px = smooth(to_pixels(pm, size, None), grid, names(rows))
+        return px if regions is None else px & regions[rows]
 
     def rlsp_on(rows):
         """The agent alone on these slices, as `medwss segment` (volume stop per patient): (patches, pixel masks
@@ -451,7 +461,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                                   groups=names(rows))  # fmt: skip
         else:
             pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
-        return pm, to_pixels(pm, size, None if regions is None else regions[rows])
+        return pm, agent_px(pm, rows)
 
     start = time.perf_counter()
     solo = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
@@ -468,7 +478,12 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                   stop_quantile=stop["stop_quantile"], prior=scorer.prior)
     test_region = None if regions is None else regions[te]
     extra: dict = {}
-    rlsp_test_px = to_pixels(patches, size, test_region)
+    rlsp_test_px = agent_px(patches, te)
+    if smooth.active:  # the agent's patches as they were before smoothing (0.4.1), and the box smoothed the same way
+        out["rlsp_patches"] = dice_per_patient(to_pixels(patches, size, test_region), truth[te], pats["test"])
+        box_smooth = smooth(to_pixels(box[te], size, None), grid, pats["test"])
+        out["box_all_smoothed"] = dice_per_patient(box_smooth if test_region is None else box_smooth & test_region,
+                                                   truth[te], pats["test"])
     out["rlsp"] = dice_per_patient(rlsp_test_px, truth[te], pats["test"])
     out["rlsp_largest"] = dice_per_patient(largest_component(rlsp_test_px, pats["test"]), truth[te], pats["test"])
     rlsp_val_px = rlsp_on(va)[1]
@@ -477,12 +492,12 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         def rlsp_at(rows, q):
             pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows],
                             stopping="quantile", stop_quantile=q)
-            return to_pixels(pm, size, None if regions is None else regions[rows])
+            return agent_px(pm, rows)
 
         extra["stop_quantile_val"] = {q: mean_dice(rlsp_at(va, q), truth[va], pats["val"]) for q in STOP_QUANTILES}
         chosen["stop_quantile"], _ = pick_on_validation(STOP_QUANTILES, extra["stop_quantile_val"].get)
         out["rlsp_stop_quantile"] = dice_per_patient(rlsp_at(te, chosen["stop_quantile"]), truth[te], pats["test"])
-        out["rlsp_slice_stop"] = dice_per_patient(to_pixels(solo.patches, size, test_region), truth[te],
+        out["rlsp_slice_stop"] = dice_per_patient(agent_px(solo.patches, te), truth[te],
                                                   pats["test"])
         # The volume stop, every knob picked on validation: one ranking per slice, cut per candidate.
         ranks = {key: agent_ranking(policy, features[r], scored.scores[r], legal[r], rules)
@@ -491,7 +506,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         def volume_px(key, rows, q, vs):
             order, p_stop = ranks[key]
             counts = vs.counts(quantile_counts(p_stop, order, q), gate[rows], names(rows))
-            return to_pixels(cut_ranking(order, counts, grid), size, None if regions is None else regions[rows])
+            return agent_px(cut_ranking(order, counts, grid), rows)
 
         best = max(range(len(VOLUME_STOPS)), key=lambda i: (mean_dice(volume_px("val", va, *VOLUME_STOPS[i]),
                                                                       truth[va], pats["val"]), -i))
@@ -528,11 +543,11 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
             counts.append(volume.counts(quantile_counts(p_stop, order, stop["stop_quantile"]), gate[te], names(te)))
             if len(orders) > 1:
                 out[f"rlsp_agent_{len(orders) - 1}"] = dice_per_patient(
-                    to_pixels(cut_ranking(order, counts[-1], grid), size, test_region), truth[te], pats["test"])
+                    agent_px(cut_ranking(order, counts[-1], grid), te), truth[te], pats["test"])
         mean_count = torch.stack(counts).float().mean(0).round().long()
         merged = mean_rank_order(orders, grid * grid)
-        out["rlsp_agent_ensemble"] = dice_per_patient(to_pixels(cut_ranking(merged, mean_count, grid), size,
-                                                                test_region), truth[te], pats["test"])
+        out["rlsp_agent_ensemble"] = dice_per_patient(agent_px(cut_ranking(merged, mean_count, grid), te), truth[te],
+                                                      pats["test"])
     if args.refine:
         extra["refinement"] = refine_rlsp(data, regions, gate, lambda rows: rlsp_on(rows)[1], (tr, va, te), pats,
                                           args.refine_epochs, args.refine_every)
@@ -543,7 +558,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     versus = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
                                   **stop, opponent=policy)
     timing["rlsp_self_play_s"] = time.perf_counter() - start
-    out["rlsp_self"] = dice_per_patient(to_pixels(versus.patches, size, test_region), truth[te], pats["test"])
+    out["rlsp_self"] = dice_per_patient(agent_px(versus.patches, te), truth[te], pats["test"])
     versus_step = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],
                                        stopping="step", opponent=policy)
     solo_step = play_inference_games(policy, None, scored.scores[te], legal[te], rules, base=features[te],

@@ -56,6 +56,9 @@ class SelfPlayInferer(Inferer):
         volume_stop: ``inference.volume_stop.VolumeStop`` settings (``count_width``, ``gate``, ``one_run``): the
             agent's counts agreed along the volume's slices after each slice's ``quantile`` stop (``rlsp`` alone,
             binary bundles; None or ``{}`` = each slice stops alone).
+        smooth: ``inference.mask_smoothing.MaskSmoothing`` settings (``sigma``, ``sigma_slices``, ``threshold``):
+            the patch methods' (``rlsp``, ``single-agent``) binary masks blurred along the volume and thresholded,
+            so the grid's staircase borders and square ends round off (binary bundles; None or ``{}`` = off).
         opponent: who agent a plays against (``selfplay.rollout.OPPONENTS``): ``none`` alone (the default, what
             the bundles ship) or ``self``, the agent itself in seat b, the game it was trained on; the mask is a's
             patches either way (``inferer#opponent`` in ``inference.yaml``; measured in
@@ -91,6 +94,7 @@ class SelfPlayInferer(Inferer):
         stopping: str = "step",
         stop_quantile: float = 0.5,
         volume_stop: dict[str, Any] | None = None,
+        smooth: dict[str, Any] | None = None,
         opponent: str = "none",
         multiclass: bool = False,
         gate_threshold: float = 0.5,
@@ -109,6 +113,7 @@ class SelfPlayInferer(Inferer):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+        from medwss.inference.mask_smoothing import MaskSmoothing
         from medwss.inference.volume_stop import VolumeStop
 
         check_stopping(stopping, stop_quantile)
@@ -117,6 +122,9 @@ class SelfPlayInferer(Inferer):
         if self.volume_stop.active and (stopping not in ("median", "quantile") or opponent != "none" or multiclass):
             raise ValueError("volume_stop agrees agent a's own stops along a volume: it needs stopping 'quantile' "
                              "(or 'median'), opponent 'none' and a binary bundle")
+        self.smooth = MaskSmoothing(**dict(smooth or {}))
+        if self.smooth.active and multiclass:
+            raise ValueError("smooth blurs a binary mask: a multi-class bundle's label maps cannot take it")
         self.detector = detector.eval()
         self.rules, self.method, self.region, self.context = rules, method, region, context
         self.threshold, self.cam_threshold, self.slice_threshold = threshold, cam_threshold, slice_threshold
@@ -297,6 +305,7 @@ class SelfPlayInferer(Inferer):
             patches = self.play(slices, scored.scores, scored.region, network, agent_base, progress, gate,
                                 groups).cpu()
             pixels = torch.as_tensor(patches_to_pixels(patches, (height, width))).bool()
+            pixels = self.smooth(pixels, self.rules.grid_size, groups)
             if region is not None:
                 pixels &= region
         return pixels if self.multiclass else pixels.bool()

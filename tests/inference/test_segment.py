@@ -352,3 +352,38 @@ def test_liver_bundle_with_a_prior_gives_one_mask_by_every_route(tmp_path):
     np.testing.assert_array_equal(theirs, mine)
     liver = sitk.GetArrayFromImage(sitk.ReadImage(str(prior))) > 0
     assert mine.any() and not (mine.astype(bool) & ~liver).any()
+
+
+def test_inferer_smooth_blurs_the_agents_mask_and_a_bad_setting_is_one_line(tmp_path, trained):
+    """``inferer#smooth``: the agent's patch mask of the volume blurred and thresholded (``MaskSmoothing`` at the
+    bundle's grid), then clipped to the region (smoothing may round a mask out past it); ``{}`` leaves the patch
+    mask; a bad setting stops ``medwss segment`` in one line with exit code 2 and no file."""
+    from medwss.data.transforms import process_volume
+    from medwss.inference.mask_smoothing import MaskSmoothing
+
+    bundle, data = trained
+    setting = {"sigma": 1.0, "sigma_slices": 1.0, "threshold": 0.3}
+    off = Segmenter(bundle, overrides={"inferer#smooth": {}})
+    on = Segmenter(bundle, overrides={"inferer#smooth": setting})
+    assert not off.inferer.smooth.active and on.inferer.smooth == MaskSmoothing(**setting)
+    processed = process_volume({"image": str(data / "p0" / "t2.nii.gz")}, on.preprocessing)
+    slices, region = on.inferer.slices_and_region(torch.as_tensor(processed["image"]))
+    plain = off.inferer.method_masks(slices, None, off.network)
+    assert plain.any()
+    smoothed = on.inferer.method_masks(slices, None, on.network)
+    assert torch.equal(smoothed, MaskSmoothing(**setting)(plain, on.inferer.rules.grid_size))
+    assert not torch.equal(smoothed, plain)
+    clipped = on.inferer.method_masks(slices, region, on.network)
+    assert clipped.any() and not (clipped & ~region).any()  # the region clips the smoothed mask, never widens it
+
+    copy = tmp_path / "bad_bundle"
+    shutil.copytree(bundle, copy)
+    config = copy / "configs" / "inference.yaml"
+    text = config.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("    threshold: "))  # the one 4-space threshold: smooth's
+    config.write_text(text.replace(line, "    threshold: 1.5", 1))
+    scan, out = data / "p0" / "t2.nii.gz", tmp_path / "m.nii.gz"
+    result = CliRunner().invoke(app, ["segment", str(scan), "-o", str(out), "--bundle", str(copy), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "smooth threshold must lie in (0, 1)" in result.stderr
+    assert not out.exists()
