@@ -5,7 +5,7 @@ staircase and its ends along the scan are cut square, while an organ such as the
 solid. Blurring the binary cell mask with a Gaussian (in plane and across slices) and thresholding it cuts the
 staircase's corners, fills single-cell notches and rounds the ends, using nothing but the mask itself: no image
 content, no labels, no training. On the prostate cohort (``benchmarks/results/smooth_study.md``: 3 seeds x 3 folds,
-the settings picked on pooled validation patients) it lifts held-out 3D Dice from 0.674 to 0.690.
+the setting picked on pooled validation patients) it lifts held-out 3D Dice from 0.674 to 0.703.
 
 It is an inference setting (``inferer#smooth`` in ``inference.yaml``) applied to the patch methods' masks on the
 working grid, before the mask goes back onto the scan's grid; ``sigma_slices`` counts slices of the volume, not
