@@ -64,13 +64,13 @@ def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -
 
     masks = {name: c.repeat_interleave(scale, 1).repeat_interleave(scale, 2) for name, c in (("agent", cells),
                                                                                            ("box", box))}
-    blurs: dict[tuple, dict[str, torch.Tensor]] = {}
-    for smooth in candidates:
-        pair = (smooth.sigma, smooth.sigma_slices)
-        if pair not in blurs:
-            blurs = {pair: {name: smooth.blur(m, grid, patients) if smooth.active else m.float()
-                            for name, m in masks.items()}}  # fmt: skip
-        agent, boxed = (blurs[pair][name] > smooth.threshold for name in ("agent", "box"))
+    pair, blurred = None, {}
+    for smooth in candidates:  # candidates of one pair of sigmas follow each other: blur once per pair
+        if (smooth.sigma, smooth.sigma_slices) != pair:
+            pair = (smooth.sigma, smooth.sigma_slices)
+            blurred = {name: smooth.blur(m, grid, patients) if smooth.active else m.float()
+                       for name, m in masks.items()}  # fmt: skip
+        agent, boxed = (blurred[name] > smooth.threshold for name in ("agent", "box"))
         out["val"][key(smooth)] = score(agent, ~test)
         out["test"][key(smooth)] = score(agent, test)
         out["box"][key(smooth)] = score(boxed, test)

@@ -81,3 +81,16 @@ def test_no_blur_crosses_from_one_volume_to_the_next():
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MaskSmoothing(**kwargs)
+
+
+def test_the_inferer_builds_it_and_refuses_it_for_label_maps():
+    """``inferer#smooth`` becomes the inferer's ``MaskSmoothing``; a multi-class bundle's label maps are refused."""
+    from medwss.inference.inferer import SelfPlayInferer
+
+    rules = type("R", (), {"grid_size": 4})()
+    inferer = SelfPlayInferer(torch.nn.Conv2d(1, 1, 1), rules=rules, scorer=object(),
+                              smooth={"sigma": 1.5, "sigma_slices": 3, "threshold": 0.3})  # fmt: skip
+    assert inferer.smooth == MaskSmoothing(1.5, 3, 0.3)
+    with pytest.raises(ValueError, match="multi-class"):
+        SelfPlayInferer(torch.nn.Conv2d(1, 1, 1), rules=rules, scorer=object(), multiclass=True,
+                        smooth={"sigma": 1.0})  # fmt: skip
