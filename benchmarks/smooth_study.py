@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cohort import BOX_FRACTION
+from cohort import BOX_FRACTION, GATES
 from stop_study import bundle_volume_stop, dice3d
 
 from medwss.inference.mask_smoothing import MaskSmoothing
@@ -51,9 +51,7 @@ def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -
     scale = truth.shape[-1] // grid
     counts = volume_stop.counts(quantile_counts(fold["p_stop"], fold["order"], quantile), fold["gate"], patients)
     cells = cut_ranking(fold["order"], counts, grid)
-    box = torch.zeros_like(cells)
-    g0, g1 = int(round(grid * (0.5 - BOX_FRACTION / 2))), int(round(grid * (0.5 + BOX_FRACTION / 2)))
-    box[:, g0:g1, g0:g1] = True
+    box = central_cells(len(patients), grid)
     test = fold["is_test"].bool()
     out: dict[str, dict] = {"val": {}, "test": {}, "box": {}}
 
@@ -77,6 +75,35 @@ def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -
     return out
 
 
+def central_cells(slices: int, grid: int) -> torch.Tensor:
+    """(slices, grid, grid) bool: the central box of ``cohort.py`` (``BOX_FRACTION`` of the field of view)."""
+    box = torch.zeros(slices, grid, grid, dtype=torch.bool)
+    g0, g1 = int(round(grid * (0.5 - BOX_FRACTION / 2))), int(round(grid * (0.5 + BOX_FRACTION / 2)))
+    box[:, g0:g1, g0:g1] = True
+    return box
+
+
+def gated_box_dice(fold: dict, smooth: MaskSmoothing) -> dict[str, dict[str, float]]:
+    """Held-out Dice per patient of the central box on the slices the fold's detector calls positive, the gate
+    picked on the fold's validation patients among ``cohort.GATES`` (``cohort.py``'s ``box_gated`` row): plain
+    (``"plain"``) and smoothed by ``smooth`` (``"smoothed"``, its gate picked again)."""
+    grid, truth, region, patients = fold["grid"], fold["truth"], fold["region"], fold["patients"]
+    scale = truth.shape[-1] // grid
+    box = central_cells(len(patients), grid).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    test = fold["is_test"].bool()
+
+    def score(px: torch.Tensor, rows: torch.Tensor) -> dict[str, float]:
+        px = px if region is None else px & region
+        return dice3d(px[rows], truth[rows], [patients[i] for i in rows.nonzero().squeeze(1).tolist()])
+
+    out = {}
+    for name, shape in (("plain", lambda m: m), ("smoothed", lambda m: smooth(m, grid, patients))):
+        masks = {g: shape(box & (fold["gate"] >= g)[:, None, None]) for g in GATES}
+        best = max(GATES, key=lambda g: (float(np.mean(list(score(masks[g], ~test).values()))), -g))
+        out[name] = score(masks[best], test)
+    return out
+
+
 def pick(val: dict[str, dict[str, float]]) -> str:
     """The candidate of best mean validation Dice (the first in ``CANDIDATES`` order on ties)."""
     return max(val, key=lambda k: (float(np.mean(list(val[k].values()))), -list(val).index(k)))
@@ -97,6 +124,8 @@ def markdown(result: dict, name: str) -> str:
     labels = {"none": "agent's patch mask (as `medwss segment` 0.4.1)",
               "picked": f"smoothed, pooled-validation pick ({result['picked']})",
               "nested": "smoothed, picked per fold on its own validation patients (nested)",
+              "box_gated": "central box on the slices the detector calls positive (gate picked per fold on validation)",
+              "box_gated_smoothed": "the same gated box, smoothed the same way (gate picked again)",
               "box": "content-free central box", "box_smoothed": "content-free central box, smoothed the same way"}
     for row, label in labels.items():
         per = [result["per_seed"][s][row] for s in result["seeds"]]
@@ -129,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
                    for k in map(key, CANDIDATES)}  # fmt: skip
     picked = pick(pooled_val)
     none = key(MaskSmoothing())
+    chosen = next(c for c in CANDIDATES if key(c) == picked)
+    gated: dict[str, dict[str, dict[str, float]]] = {}
+    for seed, d in enumerate(args.dumps):  # the gated box, plain and smoothed by the pick
+        for f in sorted(d.glob("fold*.pt")):
+            gated[f"{seed} {f.stem}"] = gated_box_dice(torch.load(f, weights_only=False), chosen)
     per_seed: dict[str, dict[str, float]] = {}
     for seed in range(len(args.dumps)):
         mine = [r for f, r in folds.items() if f.split(" ")[0] == str(seed)]
@@ -136,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         per_seed[str(seed)] = {"none": row(lambda r: r["test"][none]), "picked": row(lambda r: r["test"][picked]),
                                "nested": row(lambda r: r["test"][pick(r["val"])]),
                                "box": row(lambda r: r["box"][none]), "box_smoothed": row(lambda r: r["box"][picked])}
+        boxes = [r for f, r in gated.items() if f.split(" ")[0] == str(seed)]
+        per_seed[str(seed)] |= {f"box_gated{k}": float(np.mean([v for r in boxes for v in r[name].values()]))
+                                for k, name in (("", "plain"), ("_smoothed", "smoothed"))}
     mean = lambda d: float(np.mean(list(d.values())))  # noqa: E731
     ranking = sorted(pooled_val, key=lambda k: -mean(pooled_val[k]))
     result = {"seeds": [str(s) for s in range(len(args.dumps))], "picked": picked, "per_seed": per_seed,

@@ -49,3 +49,16 @@ def test_the_pick_reads_validation_dice_only(bench):
     val = {"a": {"p": 0.7, "q": 0.7}, "b": {"p": 0.9, "q": 0.6}, "c": {"p": 0.8, "q": 0.7}}
     assert bench.pick(val) == "b"  # mean 0.75, above a (0.70) and c (0.75, later on the tie)
     assert bench.pick({"x": {"p": 0.5}, "y": {"p": 0.5}}) == "x"
+
+
+def test_the_gated_box_takes_its_gate_from_validation(bench):
+    """The gated box keeps the slices at or above the gate picked on the validation patient: here the gate that
+    drops the validation patient's two reference-free end slices (presence 0.2) while its middle slices (0.95) stay."""
+    dump = _dump()
+    dump["gate"] = torch.tensor([0.2, 0.95, 0.95, 0.95, 0.2] * 2)
+    plain = bench.gated_box_dice(dump, MaskSmoothing())["plain"]
+    box = bench.central_cells(1, 4)[0].repeat_interleave(8, 0).repeat_interleave(8, 1)
+    disk = dump["truth"][2]
+    assert plain == {"b": pytest.approx(2 * int((box & disk).sum()) / (int(box.sum()) + int(disk.sum())))}
+    smoothed = bench.gated_box_dice(dump, MaskSmoothing(sigma=0.5, threshold=0.5))
+    assert smoothed["plain"] == plain and set(smoothed["smoothed"]) == {"b"}
