@@ -15,19 +15,17 @@ Results: ``benchmarks/results/NAME.{md,json}``; 3D Dice on the 128 x 128 working
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from cohort import mean_rank_order
-from stop_study import bundle_volume_stop, dice3d
+from stop_study import bundle_volume_stop, dice3d, write_results
 
 from medwss.inference.volume_stop import cut_ranking, quantile_counts
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 ROWS = {"mean_count": "ensemble: mean ranking cut at the mean of the seeds' counts",
         "median_count": "ensemble: mean ranking cut at the median of the seeds' counts",
         "vote": "ensemble: majority vote of the seeds' masks"}  # fmt: skip
@@ -94,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             dice.setdefault(key, {}).update(per_patient)
     result = {"dice": dice, "meta": {"dumps": [str(d) for d in args.dumps], "stop_quantile": quantile,
                                      "volume_stop": str(volume_stop), "bundle": args.bundle.name}}  # fmt: skip
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(markdown(result, args.name))
-    print((RESULTS / f"{args.name}.md").read_text())
+    write_results(args.name, result, markdown(result, args.name))
     return 0
 
 

@@ -17,20 +17,18 @@ Results: ``benchmarks/results/NAME.{md,json}``; 3D Dice on the 128 x 128 working
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from cohort import BOX_FRACTION, GATES
-from stop_study import bundle_volume_stop, dice3d
+from stop_study import bundle_volume_stop, dice3d, write_results
 
 from medwss.inference.mask_smoothing import MaskSmoothing
 from medwss.inference.volume_stop import cut_ranking, quantile_counts
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SIGMAS = (0.0, 0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 SIGMAS_SLICES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -144,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="smooth_study")
     args = ap.parse_args(argv)
     quantile, volume_stop = bundle_volume_stop(args.bundle)
+    dumps: dict[str, dict] = {}  # each fold's dump, read once: scored here, its gated box once the pick is known
     folds: dict[str, dict] = {}
     for seed, d in enumerate(args.dumps):
         files = sorted(d.glob("fold*.pt"))
         if not files:
             raise SystemExit(f"error: {d}: no fold*.pt dumps (run benchmarks/cohort.py --dump)")
         for f in files:
-            folds[f"{seed} {f.stem}"] = fold_dice(torch.load(f, weights_only=False), quantile, volume_stop)
+            dumps[f"{seed} {f.stem}"] = torch.load(f, weights_only=False)
+            folds[f"{seed} {f.stem}"] = fold_dice(dumps[f"{seed} {f.stem}"], quantile, volume_stop)
             print(d.name, f.stem, flush=True)
     pooled_val = {k: {f"{fold} {p}": v for fold, res in folds.items() for p, v in res["val"][k].items()}
                   for k in map(key, CANDIDATES)}  # fmt: skip
@@ -159,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     picked = pick(pooled_val)
     none = key(MaskSmoothing())
     chosen = next(c for c in CANDIDATES if key(c) == picked)
-    gated: dict[str, dict[str, dict[str, float]]] = {}
-    for seed, d in enumerate(args.dumps):  # the gated box, plain and smoothed by the pick
-        for f in sorted(d.glob("fold*.pt")):
-            gated[f"{seed} {f.stem}"] = gated_box_dice(torch.load(f, weights_only=False), chosen)
+    gated = {f: gated_box_dice(dump, chosen) for f, dump in dumps.items()}  # plain and smoothed by the pick
     per_seed: dict[str, dict[str, float]] = {}
     for seed in range(len(args.dumps)):
         mine = [r for f, r in folds.items() if f.split(" ")[0] == str(seed)]
@@ -181,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               "mean": {"picked": {"val": mean(pooled_val[picked])}, "none": {"val": mean(pooled_val[none])}},
               "meta": {"dumps": [str(d) for d in args.dumps], "stop_quantile": quantile,
                        "volume_stop": str(volume_stop), "bundle": args.bundle.name}}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(markdown(result, args.name))
-    print((RESULTS / f"{args.name}.md").read_text())
+    write_results(args.name, result, markdown(result, args.name))
     return 0
 
 

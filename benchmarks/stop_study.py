@@ -221,6 +221,14 @@ def bundle_volume_stop(bundle: Path) -> tuple[float, VolumeStop]:
     return float(parser.get("inferer#stop_quantile", 0.5)), VolumeStop(**(parser.get("inferer#volume_stop") or {}))
 
 
+def write_results(name: str, result: dict, text: str) -> None:
+    """``results/NAME.json`` and ``results/NAME.md`` of a study of the cohort dumps; the report is printed too."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+", type=Path, help="one --dump folder per seed")
@@ -254,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
               "fixed_volume": {k: {part: float(np.mean(list(v[part].values()))) for part in ("val", "test")}
                                for k, v in pooled.items()}}
     result["picks"] = {key: {fold: p[key] for fold, p in picks.items()} for key in next(iter(picks.values()))}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(markdown(result, args.name))
-    print((RESULTS / f"{args.name}.md").read_text())
+    write_results(args.name, result, markdown(result, args.name))
     return 0
 
 
