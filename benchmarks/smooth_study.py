@@ -42,7 +42,8 @@ def key(smooth: MaskSmoothing) -> str:
 
 
 def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -> dict:
-    """{"val" | "test" | "box": {candidate key: {patient: 3D Dice}}} for one fold's dump: the agent's mask on the
+    """{"val" | "test" | "box": {candidate key: {patient: 3D Dice}}, "volume": {candidate key: {patient: mask
+    volume / reference volume}}} for one fold's dump: the agent's mask on the
     validation and test patients, and the content-free box on the test patients, each smoothed by every candidate
     (one blur per pair of sigmas, cut at each threshold)."""
     grid, truth, region, patients = fold["grid"], fold["truth"], fold["region"], fold["patients"]
@@ -51,7 +52,15 @@ def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -
     cells = cut_ranking(fold["order"], counts, grid)
     box = central_cells(len(patients), grid)
     test = fold["is_test"].bool()
-    out: dict[str, dict] = {"val": {}, "test": {}, "box": {}}
+    out: dict[str, dict] = {"val": {}, "test": {}, "box": {}, "volume": {}}
+
+    def volume_ratio(px: torch.Tensor) -> dict[str, float]:
+        """Each test patient's mask volume over the reference's (inside the region): does smoothing grow it?"""
+        px = px if region is None else px & region
+        names = np.asarray(patients)
+        return {p: float(px[rows].sum()) / max(float(truth[rows].sum()), 1.0)
+                for p in dict.fromkeys(names[test.numpy()])
+                for rows in [torch.as_tensor(names == p)]}  # fmt: skip
 
     def score(px: torch.Tensor, rows: torch.Tensor) -> dict[str, float]:
         px = px if region is None else px & region
@@ -70,6 +79,7 @@ def fold_dice(fold: dict, quantile: float, volume_stop, candidates=CANDIDATES) -
         out["val"][key(smooth)] = score(agent, ~test)
         out["test"][key(smooth)] = score(agent, test)
         out["box"][key(smooth)] = score(boxed, test)
+        out["volume"][key(smooth)] = volume_ratio(agent)
     return out
 
 
@@ -128,6 +138,9 @@ def markdown(result: dict, name: str) -> str:
     for row, label in labels.items():
         per = [result["per_seed"][s][row] for s in result["seeds"]]
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in per) + f" | {np.mean(per):.3f} |")
+    v = result["volume_ratio"]
+    lines += ["", f"Mask volume over the reference's, median over the held-out patients of every seed: {v['none']:.2f} "
+              f"unsmoothed, {v['picked']:.2f} smoothed by the pick."]
     lines += ["", "Top ten candidates on pooled validation (held-out Dice for reference only, not used to pick):", "",
               "| candidate | validation | held-out |", "|---|---:|---:|"]
     for k in result["ranking"][:10]:
@@ -176,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
               "nested_picks": {f: pick(r["val"]) for f, r in folds.items()}, "ranking": ranking,
               "pooled": {k: {"val": mean(pooled_val[k]), "test": mean(pooled_test[k])} for k in ranking},
               "mean": {"picked": {"val": mean(pooled_val[picked])}, "none": {"val": mean(pooled_val[none])}},
+              "volume_ratio": {k: float(np.median([v for r in folds.values() for v in r["volume"][c].values()]))
+                               for k, c in (("none", none), ("picked", picked))},
               "meta": {"dumps": [str(d) for d in args.dumps], "stop_quantile": quantile,
                        "volume_stop": str(volume_stop), "bundle": args.bundle.name}}  # fmt: skip
     write_results(args.name, result, markdown(result, args.name))

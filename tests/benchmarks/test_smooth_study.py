@@ -62,3 +62,9 @@ def test_the_gated_box_takes_its_gate_from_validation(bench):
     assert plain == {"b": pytest.approx(2 * int((box & disk).sum()) / (int(box.sum()) + int(disk.sum())))}
     smoothed = bench.gated_box_dice(dump, MaskSmoothing(sigma=0.5, threshold=0.5))
     assert smoothed["plain"] == plain and set(smoothed["smoothed"]) == {"b"}
+
+
+def test_the_mask_volume_is_reported_over_the_reference(bench):
+    out = bench.fold_dice(_dump(), 0.5, VolumeStop(), candidates=[MaskSmoothing()])
+    disk = _dump()["truth"][2]
+    assert out["volume"][bench.key(MaskSmoothing())] == {"b": pytest.approx(5 * 256 / (3 * int(disk.sum())))}
