@@ -129,7 +129,7 @@ METHODS = {
     "region_gated": "whole region (body; liver for tumours) on slices the detector calls positive",
     "organ_prior": "whole organ prior on every slice (the liver as tumour mask)",
     "supervised_unet": "fully-supervised UNet (reads masks)",
-    "oracle": "oracle patch mask G16 (reads masks)",
+    "oracle": "oracle patch mask on the bundle's grid (reads masks)",
 }
 
 
@@ -368,7 +368,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     timing["detector_s"] = time.perf_counter() - start
 
     s = scoring_settings(parser)
-    scorer = PatchScorer(detector, grid, s["method"], s["gate"])
+    scorer = PatchScorer(detector, grid, s["method"], s["gate"], contrast=s.get("contrast"))
     scored = scorer.score(data.images, regions)
     gate = scored.gate if scored.gate is not None else scorer.slice_probabilities(data.images, regions)
     prior = position_prior(scored.local[tr], data.presence[tr, 0], scored.region[tr],  # training patients only
@@ -606,7 +606,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
                         {"use_termination_reward": False}):
             agent_dice(f"rules {changes}", settings, changes=changes)
         for g in args.ablation_grids:  # the whole scorer at another grid: prior, threshold and features
-            sc_g = PatchScorer(detector, g, s["method"], s["gate"])
+            sc_g = PatchScorer(detector, g, s["method"], s["gate"], contrast=s.get("contrast"))
             scored_g = sc_g.score(data.images, regions)
             if s["prior"]:
                 sc_g.prior = position_prior(scored_g.local[tr], data.presence[tr, 0], scored_g.region[tr],
@@ -818,8 +818,8 @@ def markdown(result: dict, name: str = "cohort") -> str:
                 lines.append(f"| {METHODS.get(m, m)} | {rows[m]['mean']:.3f} | {lo:.3f}-{hi:.3f} | {rows[m]['n']} |")
         lines += ["", "Detector on the held-out patients of each fold (ROC AUC; patches inside the region, "
                   "labelled ROI when at least half inside the mask):", "",
-                  "| fold | test patients | slice AUC | patch AUC MIL cells | patch AUC CAM | patch AUC game score | "
-                  "ROI quantile / threshold | RLSP patches per slice (score rule) |",
+                  "| fold | test patients | slice AUC | patch AUC MIL cells | patch AUC local score (`scoring#method`) "
+                  "| patch AUC game score | ROI quantile / threshold | RLSP patches per slice (score rule) |",
                   "|---|---|---:|---:|---:|---:|---|---|"]
         for f in res["folds"]:
             a, c = f["auc"], f["chosen"]

@@ -6,6 +6,7 @@ slices) and the accuracy benchmark, so all of them score patches the same way as
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,31 @@ PRIOR_FILE = "position_prior.pt"
 
 
 def scoring_settings(parser) -> dict[str, Any]:
-    """``scoring`` of common.yaml: ``method`` (mil/cam), ``gate`` and ``prior`` (bools), ``prior_shape`` (map /
-    gaussian, ``detector.scoring.PRIOR_SHAPES``); defaults = plain MIL."""
-    from medwss.detector.scoring import PRIOR_SHAPES
+    """``scoring`` of common.yaml: ``method`` (mil/cam/contrast), ``gate`` and ``prior`` (bools), ``prior_shape``
+    (map / gaussian, ``detector.scoring.PRIOR_SHAPES``), ``contrast`` (``detector.contrast.OrganContrast``'s
+    settings, complete; only for ``method: contrast``); defaults = plain MIL."""
+    from medwss.detector.contrast import OrganContrast
+    from medwss.detector.scoring import PRIOR_SHAPES, SCORE_METHODS
 
     scoring = dict(parser.get("scoring") or {})
-    keys = ("method", "gate", "prior", "prior_shape")
+    keys = ("method", "gate", "prior", "prior_shape", "contrast")
     unknown = set(scoring) - set(keys)
     if unknown:
         raise MedwssError("scoring", f"unknown settings {sorted(unknown)} ({', '.join(keys)})")
     shape = str(scoring.get("prior_shape", "map"))
     if shape not in PRIOR_SHAPES:
         raise MedwssError("scoring#prior_shape", f"must be one of {PRIOR_SHAPES}, got {shape!r}")
-    return {"method": str(scoring.get("method", "mil")), "gate": bool(scoring.get("gate", False)),
-            "prior": bool(scoring.get("prior", False)), "prior_shape": shape}  # fmt: skip
+    method = str(scoring.get("method", "mil"))
+    if method not in SCORE_METHODS:
+        raise MedwssError("scoring#method", f"must be one of {SCORE_METHODS}, got {method!r}")
+    contrast = dict(scoring.get("contrast") or {})
+    try:
+        contrast = asdict(OrganContrast(**contrast))
+    except (TypeError, ValueError) as err:
+        raise MedwssError("scoring#contrast", str(err)) from None
+    settings = {"method": method, "gate": bool(scoring.get("gate", False)), "prior": bool(scoring.get("prior", False)),
+                "prior_shape": shape}  # fmt: skip
+    return settings | ({"contrast": contrast} if method == "contrast" else {})
 
 
 def bundle_scorer(parser, root: Path, detector, *, with_prior: bool = True):
@@ -46,7 +58,8 @@ def bundle_scorer(parser, root: Path, detector, *, with_prior: bool = True):
             raise MedwssError(path, "no position prior: run `medwss train BUNDLE --stage detector` first")
         prior = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        return PatchScorer(detector, int(parser["grid_size"]), s["method"], s["gate"], prior)
+        grid = int(parser["grid_size"])
+        return PatchScorer(detector, grid, s["method"], s["gate"], prior, contrast=s.get("contrast"))
     except ValueError as err:
         raise MedwssError("scoring", str(err)) from None
 

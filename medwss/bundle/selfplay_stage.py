@@ -116,6 +116,8 @@ def train_selfplay_stage(
     configure_threads(device, int(parser["selfplay"].get("num_threads", 1)))
     seed = int(parser["seed"])
     settings = SelfPlaySettings.from_config(parser["selfplay"], seed=seed, node_keys=SELFPLAY_KEYS)
+    if settings.policy.score_prior > 0 and tuple(parser["selfplay"].get("agent_planes") or ())[-1:] != ("scores",):
+        raise MedwssError("selfplay#policy#score_prior", 'reads the game scores: agent_planes must end with "scores"')
     task.describe("self-play: scoring slices")
     detector = load_detector(parser, root).to(device)
     with distributed.main_first():  # rank 0 fills the mask cache, the others then read it

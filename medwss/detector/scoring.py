@@ -8,11 +8,14 @@ made whole-slice classifiers fail as patch scorers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from medwss.detector.contrast import OrganContrast, contrast_patch_scores
 from medwss.detector.network import PresenceDetector, pool_cells
 from medwss.runtime.progress import SliceProgress, batches
 
@@ -83,9 +86,10 @@ def score_patches(
 
 
 # ------------------------------------------------------------------------------------------------ localising scores
-SCORE_METHODS = ("mil", "cam")
+SCORE_METHODS = ("mil", "cam", "contrast")
 """How a patch is scored: ``mil`` = the detector's own pooling over the patch's cells (``score_patches``); ``cam`` =
-Grad-CAM++ of the slice logit averaged over the patch, scaled to [0, 1] per slice."""
+Grad-CAM++ of the slice logit averaged over the patch, scaled to [0, 1] per slice; ``contrast`` = how much darker
+(or brighter) the patch is than the organ prior on its slice (``detector.contrast``; needs the region)."""
 
 
 def cam_patch_scores(
@@ -198,7 +202,7 @@ class PatchScorer:
 
     score = local score (``method``) x position prior (optional) x slice gate (optional), in [0, 1]:
 
-    - local: where in the slice the detector's evidence lies (``mil`` or ``cam``, see ``SCORE_METHODS``);
+    - local: where in the slice the evidence lies (``mil``, ``cam`` or ``contrast``, see ``SCORE_METHODS``);
     - position prior: ``position_prior`` of the training slices (a (G, G) tensor, or a path to one);
     - gate: the detector's slice-level presence probability, so a slice the detector calls ROI-free scores low
       everywhere and the agent learns to take nothing there.
@@ -214,7 +218,10 @@ class PatchScorer:
         gate: bool = False,
         prior: torch.Tensor | str | None = None,
         class_index: int = 0,
+        contrast: OrganContrast | Mapping[str, Any] | None = None,
     ) -> None:
+        """``contrast``: the ``OrganContrast`` settings (or their dict, as a bundle config gives them) of the
+        ``contrast`` method; ignored by the others."""
         if method not in SCORE_METHODS:
             raise ValueError(f"scoring method must be one of {SCORE_METHODS}, got {method!r}")
         if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
@@ -224,11 +231,14 @@ class PatchScorer:
         self.detector = detector.eval()
         self.grid_size, self.method, self.gate, self.class_index = grid_size, method, gate, class_index
         self.prior = None if prior is None else prior.float()
+        self.contrast = contrast if isinstance(contrast, OrganContrast) else OrganContrast(**dict(contrast or {}))
 
     def local_scores(
         self, slices: torch.Tensor, region: torch.Tensor | None = None, progress: SliceProgress | None = None
     ) -> torch.Tensor:
         """(B, G, G) scores before prior and gate; 0 outside ``region`` (B, H, W) bool."""
+        if self.method == "contrast":
+            return contrast_patch_scores(slices, self.grid_size, region, self.contrast)
         score = cam_patch_scores if self.method == "cam" else score_patches
         return score(self.detector, slices, self.grid_size, region, class_index=self.class_index, progress=progress)
 

@@ -22,14 +22,18 @@ from medwss.game.record import Phase
 from medwss.game.rules import GameRules
 from medwss.runtime.progress import SliceProgress, batches
 
-STOPPING_RULES = ("step", "median", "quantile")
+STOPPING_RULES = ("step", "median", "quantile", "threshold")
 """When a deterministic agent alone calls termination. "step": when P(terminate) > 0.5 at that step. "median": at
 the step where the policy, had it sampled, would have terminated with probability 0.5 by then (1 - prod(1 - p_t)
 >= 0.5): the median of its own stopping time. Why: self-play trains a *sampled* stopping time, spread over several
 steps at moderate P(terminate); the per-step rule waits for one step above 0.5 and took about twice the patches
 (measured on 8 held-out prostate patients: 13% of patches against 5.5%, 3D Dice 0.49 against 0.63). "quantile": the
 same at another quantile ``stop_quantile`` of its stopping time (above 0.5 plays longer, below stops sooner), a knob
-picked on validation patients (``benchmarks/cohort.py``'s ``rlsp_stop_quantile`` row); "median" is quantile 0.5."""
+picked on validation patients (``benchmarks/cohort.py``'s ``rlsp_stop_quantile`` row); "median" is quantile 0.5.
+"threshold": the game's own termination test with the agent as its opponent: it stops when the patch it would take
+next scores below the game's ROI threshold (``GameRules.roi_threshold``), that is when its own final pick would find
+no ROI left and terminating wins. Why: where self-play learns to rank the ROI patches but collapses to terminating
+at once (liver tumours, ``docs/design.md``), its stopping time says nothing and the game's test does."""
 
 
 def check_stopping(stopping: str, stop_quantile: float) -> None:
@@ -208,6 +212,8 @@ def _inference_actions(
     stopping: str,
     generator: torch.Generator | None,
     stop_quantile: float = 0.5,
+    scores: torch.Tensor | None = None,
+    threshold: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Actions of the agents to move at inference, and their updated `survival` (for the "median" and "quantile"
     rules).
@@ -216,7 +222,15 @@ def _inference_actions(
         obs, mask: inputs and legal actions of the n games where `policy` moves.
         survival: (n,) P(the sampled policy has not stopped yet) in each game, for the acting seat.
         stop_quantile: the "quantile" rule's quantile of the stopping time ("median": 0.5).
+        scores, threshold: (n, G*G) game scores and the ROI threshold of the "threshold" rule.
     """
+    if deterministic and stopping == "threshold":
+        if scores is None:
+            raise ValueError('the "threshold" stopping rule needs the game scores')
+        best = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)[:, :-1].argmax(dim=-1)
+        found = scores.gather(1, best[:, None])[:, 0] >= threshold
+        stop = (mask[:, -1] & ~found) | ~mask[:, :-1].any(dim=1)
+        return torch.where(stop, mask.shape[1] - 1, best), survival
     if deterministic and stopping in ("median", "quantile"):
         level = 1.0 - (stop_quantile if stopping == "quantile" else 0.5)
         log_probs = masked_log_probs(policy(obs)[0], mask, policy.termination_floor)
@@ -270,7 +284,7 @@ def play_inference_games(
     parts: list[InferenceGames] = []
     for part in batches(base.shape[0], batch_size, progress, "playing slices"):
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=alone)
-        chunk = base[part]
+        chunk, flat_scores = base[part], scores[part].flatten(1)
         survival = torch.ones(game.batch_size, 2, device=dev)  # per seat, for the "median" and "quantile" rules
         while True:
             live = ~game.done
@@ -291,7 +305,7 @@ def play_inference_games(
                 seat = game.agent[rows]
                 step_actions[rows], survival[rows, seat] = _inference_actions(
                     actor, _inputs(actor, chunk, game, rows), mask[rows], survival[rows, seat], deterministic,
-                    stopping, generator, stop_quantile,
+                    stopping, generator, stop_quantile, flat_scores[rows], rules.roi_threshold,
                 )  # fmt: skip
             game.step(step_actions)
         done = InferenceGames(

@@ -133,3 +133,29 @@ def test_bound_passes_only_inward_gradients() -> None:
     # inside: passed; above the bound: only the gradient that lowers x (positive); below: only the negative one.
     assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0, -1.0]
     assert bound_logit(x, 0.0) is x
+
+
+def test_score_prior_adds_the_score_plane_to_the_patch_logits_and_is_learned() -> None:
+    from medwss.agents.policy import AgentPolicy, PolicySettings
+
+    torch.manual_seed(0)
+    plain = AgentPolicy("features", 4, 3)
+    with_path = AgentPolicy("features", 4, 3, score_prior=5.0)
+    with_path.load_state_dict(plain.state_dict() | {"score_weight": torch.tensor(5.0)})
+    obs = torch.rand(2, 3 + STATE_PLANES, 4, 4)
+    diff = with_path(obs)[0] - plain(obs)[0]
+    assert torch.allclose(diff[:, :-1], 5.0 * obs[:, 2].flatten(1), atol=1e-5)  # the last base channel: scores
+    assert torch.allclose(diff[:, -1], torch.zeros(2))
+    assert "score_weight" in dict(with_path.named_parameters())
+    assert "score_weight" not in plain.state_dict() and "score_prior" not in plain.config
+    config = PolicySettings(observation="features", score_prior=5.0).network_config(4, 3)
+    assert config == with_path.config and AgentPolicy(**config).config == config
+
+
+def test_score_prior_needs_features_and_a_non_negative_weight() -> None:
+    from medwss.agents.policy import AgentPolicy, PolicySettings
+
+    with pytest.raises(ValueError, match="features"):
+        AgentPolicy("pixels", 4, 1, score_prior=1.0)
+    with pytest.raises(ValueError, match="score_prior"):
+        PolicySettings(observation="features", score_prior=-1.0)

@@ -77,6 +77,26 @@ def test_a_bad_prior_shape_is_named():
         scoring_settings({"scoring": {"prior": True, "prior_shape": "box"}})
 
 
+@pytest.mark.parametrize(("scoring", "named"), [
+    ({"method": "saliency"}, "scoring#method.*'saliency'"),
+    ({"method": "contrast", "contrast": {"polarity": "sideways"}}, "scoring#contrast.*polarity"),
+    ({"method": "contrast", "contrast": {"radius": 3}}, "scoring#contrast.*radius"),
+])
+def test_a_bad_scoring_method_or_contrast_setting_is_named(scoring, named):
+    from medwss.bundle.scoring import scoring_settings
+
+    with pytest.raises(MedwssError, match=named):
+        scoring_settings({"scoring": scoring})
+
+
+def test_contrast_settings_come_out_complete():
+    from medwss.bundle.scoring import scoring_settings
+
+    settings = scoring_settings({"scoring": {"method": "contrast", "contrast": {"erosion": 4}}})
+    assert settings["contrast"] == {"polarity": "darker", "sigma": 1.0, "erosion": 4, "span": 0.5}
+    assert "contrast" not in scoring_settings({"scoring": {"method": "cam"}})  # other methods' notes stay as they were
+
+
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, data_root, monkeypatch):
     overrides = tiny_overrides(data_root, **{"detector#training#epochs": 4})
     full = tiny_bundle(tmp_path / "a")

@@ -49,6 +49,8 @@ def test_selfplay_needs_a_trained_detector(tmp_path, data_root):
         ({"selfplay#ppo#gamma": 2.0}, r"^selfplay#ppo: gamma must be in \[0, 1\], got 2.0$"),
         ({"selfplay#policy#chanels": 8}, r"^selfplay#policy: unknown setting 'chanels' \(known: observation,"),
         ({"selfplay#num_iterations": 8}, r"^selfplay: unknown key 'num_iterations': it belongs in selfplay#training"),
+        ({"selfplay#policy#score_prior": 30.0, "selfplay#agent_planes": ["scores", "gate"]},
+         r'^selfplay#policy#score_prior: reads the game scores: agent_planes must end with "scores"$'),
     ],
 )
 def test_bad_selfplay_settings_are_one_line_errors(tmp_path, data_root, override, message):

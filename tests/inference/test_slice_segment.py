@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     config = bundle / "configs" / "inference.yaml"
     config.write_text(
         config.read_text()
-        .replace("grid_size: 16 ", "grid_size: 4 ")
+        .replace("grid_size: 32 ", "grid_size: 4 ")
         .replace("working_size: 128 ", "working_size: 32 ")
         .replace("members: 3 ", "members: 1 ")
     )

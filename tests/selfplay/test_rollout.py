@@ -197,3 +197,38 @@ def test_play_alone_is_play_inference_games_without_an_opponent() -> None:
     assert bool((games.final_patch == -1).all())
     empty = play_inference_games(policy, None, None, None, rules, base=base[:0], opponent=policy)
     assert empty.patches.shape == (0, G, G) and empty.terminator.shape == (0,)
+
+
+def _score_follower(grid: int = 3) -> AgentPolicy:
+    """A features policy that ranks patches by the score plane alone (the ``score_prior`` path, trunk head zeroed)."""
+    policy = AgentPolicy("features", grid, 1, score_prior=50.0)
+    torch.nn.init.zeros_(policy.patch_head.weight)
+    return policy.eval()
+
+
+def test_threshold_stopping_takes_the_ranked_patches_until_the_next_scores_below_the_roi_threshold() -> None:
+    scores = torch.tensor([[[0.9, 0.1, 0.0], [0.7, 0.0, 0.0], [0.0, 0.0, 0.45]],
+                           [[0.2, 0.1, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]])  # fmt: skip
+    rules = GameRules(grid_size=3, roi_threshold=0.4)
+    taken = play_alone(_score_follower(), None, scores, None, rules, base=scores[:, None], stopping="threshold")
+    assert torch.equal(taken, scores >= 0.4)  # the agent ranks by score: its cut equals the score rule here
+    assert taken[1].sum() == 0  # nothing at or above the threshold: it stops at once
+
+
+def test_threshold_stopping_stops_at_its_own_next_pick_not_at_the_best_patch_left() -> None:
+    """The agent ranks by what it sees (here a plane that prefers patch (0, 1)), the game scores its pick: it stops
+    at once, though patch (0, 0) above the threshold is left."""
+    scores = torch.tensor([[[0.9, 0.1], [0.0, 0.0]]])
+    seen = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])
+    rules = GameRules(grid_size=2, roi_threshold=0.5)
+    assert play_alone(_score_follower(2), None, scores, None, rules, base=seen, stopping="threshold").sum() == 0
+    assert play_alone(_score_follower(2), None, scores, None, rules, base=scores[:, None],
+                      stopping="threshold").sum() == 1
+
+
+def test_sampled_play_ignores_the_threshold_rule_as_it_ignores_the_others() -> None:
+    rules = GameRules(grid_size=3, roi_threshold=0.4)
+    scores = torch.rand(2, 3, 3)
+    sampled = play_alone(_score_follower(), None, scores, None, rules, base=scores[:, None], stopping="threshold",
+                         deterministic=False, generator=torch.Generator().manual_seed(0))
+    assert sampled.shape == (2, 3, 3)
