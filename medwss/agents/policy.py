@@ -134,9 +134,9 @@ class PolicySettings:
     """Initial weight w of a direct path from the game-score plane to the patch logits (logit += w x score; w is
     learned): the first agents already prefer the patches the score calls ROI. Why: where ROI patches are a handful of
     a 32 x 32 grid (liver tumours), random opponents' final picks almost never find the ROI left, "terminate at once"
-    wins, and the agents never learn to rank (measured on one fold's held-out liver patients: 3D Dice of the agent's
-    ranking cut at the ROI threshold 0.08 with w = 0, 0.40 with w = 30; ``docs/design.md``). Needs observation
-    "features" with "scores" as the last agent plane; 0 = no path (the paper's agent)."""
+    wins, and the agents never learn to rank (an exploratory run on one fold's held-out liver patients: Dice of the
+    agent's ranking cut at the ROI threshold 0.08 with w = 0, 0.40 with w = 30; ``docs/design.md``). Needs
+    observation "features" with "scores" as the last agent plane; 0 = no path (the paper's agent)."""
 
     def __post_init__(self) -> None:
         check_network(self.observation, self.pixels_per_patch, self.channels, self.num_res_units,
