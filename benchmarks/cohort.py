@@ -28,7 +28,8 @@ and reports 3D Dice on the 128 x 128 working grid for each test patient of:
 * picks or stopping: the game score's own ranking cut at RLSP's patch count on each slice (``rank_at_rlsp_count``)
   and at the reference's (``rank_at_true_count``, an oracle stop that reads masks); RLSP's stop quantile picked on
   validation (``rlsp_stop_quantile``), each slice stopping alone (``rlsp_slice_stop``) and the volume stop with
-  every knob picked on validation (``rlsp_volume_picked``).
+  every knob picked on validation (``rlsp_volume_picked``); for a bundle that stops by the game's threshold, the
+  threshold's level and the counts' median width along the slices picked on validation (``rlsp_threshold_picked``).
 
 For ``liver_tumour`` (3D-IRCADb HU volumes + LiTS slice folders) the region is the liver, a row scores the whole
 liver as the tumour mask, and every row is also reported per source kind (IRCAD vs LiTS held-out patients).
@@ -74,7 +75,7 @@ from medwss.detector.network import detector_members
 from medwss.detector.scoring import PatchScorer, position_prior, score_patches
 from medwss.detector.training import DetectorTrainer, DetectorTrainingSettings
 from medwss.inference.mask_smoothing import MaskSmoothing
-from medwss.inference.volume_stop import VolumeStop, cut_ranking, play_volume_stop, quantile_counts
+from medwss.inference.volume_stop import VolumeStop, cut_ranking, play_volume_stop, quantile_counts, threshold_counts
 from medwss.metrics.patches import oracle_patch_mask, patch_labels, patches_to_pixels, roc_auc
 from medwss.refinement.training import RefinementSettings, refine, refine_probabilities, train_refiner
 from medwss.runtime.config import load_config, parse_overrides, parsed, stage_config_file
@@ -98,6 +99,10 @@ VOLUME_STOPS = [(q, VolumeStop(w, g, run)) for q in (0.5, 0.6, 0.7, 0.8, 0.9) fo
                 for g in (0.0, 0.3, 0.5, 0.7) for run in (False, True) if g > 0 or not run]
 """Candidate volume stops (``inferer#stop_quantile``, ``inferer#volume_stop``) of the ``rlsp_volume_picked`` row,
 picked per fold on the validation patients (``inference.volume_stop``)."""
+STOP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
+"""Candidate levels of the "threshold" stopping rule (``inferer#stop_level``, fractions of the game's ROI threshold)
+of the ``rlsp_threshold_picked`` row, each with the count median widths ``THRESHOLD_WIDTHS`` along the slices."""
+THRESHOLD_WIDTHS = (1, 3, 5)
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate slice-probability gates of the gated trivial masks (and of the refined RLSP masks)."""
 REFINE_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -117,6 +122,7 @@ METHODS = {
     "rlsp_stop_quantile": "RLSP stopping at a quantile of its own stopping time (picked on validation)",
     "rlsp_slice_stop": "RLSP, each slice stopping alone at the bundle's quantile (no volume stop)",
     "rlsp_volume_picked": "RLSP, volume stop picked on validation (quantile, count median width, gate, one run)",
+    "rlsp_threshold_picked": "RLSP, threshold stop level and count median width picked on validation",
     "rank_at_rlsp_count": "game-score ranking cut at RLSP's patch count on each slice (RLSP's stop, the score's picks)",
     "rank_at_true_count": "game-score ranking cut at the reference's patch count (oracle stop, reads masks)",
     "score_rule": "score rule at the calibrated threshold",
@@ -441,7 +447,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
     policy, rules, timing["selfplay_s"] = train_agent(parser, data, scored, features, threshold, (tr, va), settings,
                                                       work / "selfplay")
     stopping = inference_setting(task, "inferer#stopping", "step")
-    stop = {"stopping": stopping, "stop_quantile": inference_setting(task, "inferer#stop_quantile", 0.5)}  # as segment
+    stop = {"stopping": stopping, "stop_quantile": inference_setting(task, "inferer#stop_quantile", 0.5),
+            "stop_level": inference_setting(task, "inferer#stop_level", 1.0)}  # as segment
     volume = VolumeStop(**(inference_setting(task, "inferer#volume_stop", None) or {}))
     smooth = MaskSmoothing(**(inference_setting(task, "inferer#smooth", None) or {}))
     names = lambda rows: [data.patients[i] for i in rows.nonzero().squeeze(1).tolist()]  # noqa: E731
@@ -458,7 +465,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         if volume.active:
             pm = play_volume_stop(policy, features[rows], scored.scores[rows], legal[rows], rules,
                                   stop_quantile=stop["stop_quantile"], volume_stop=volume, gate=gate[rows],
-                                  groups=names(rows))  # fmt: skip
+                                  groups=names(rows), stopping="threshold" if stopping == "threshold" else "quantile",
+                                  stop_level=stop["stop_level"])  # fmt: skip
         else:
             pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
         return pm, agent_px(pm, rows)
@@ -475,7 +483,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         dump_fold(args.dump / f"fold{fold['fold']}.pt", policy=policy, rules=rules, features=features, scored=scored,
                   gate=gate, regions=regions, truth=truth, patients=data.patients, rows=(va, te), grid=grid,
                   extra_scores={"mil": mil, "local": scored.local}, solo_counts=patches.flatten(1).sum(1),
-                  stop_quantile=stop["stop_quantile"], prior=scorer.prior)
+                  stop_quantile=stop["stop_quantile"], prior=scorer.prior, stopping=stopping)
     test_region = None if regions is None else regions[te]
     extra: dict = {}
     rlsp_test_px = agent_px(patches, te)
@@ -513,6 +521,21 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         q, vs = VOLUME_STOPS[best]
         chosen["volume_stop"] = {"stop_quantile": q, **dataclasses.asdict(vs)}
         out["rlsp_volume_picked"] = dice_per_patient(volume_px("test", te, q, vs), truth[te], pats["test"])
+    if stopping == "threshold":  # the game's test at other levels, counts agreed along the slices, on validation
+        ranks = {key: agent_ranking(policy, features[r], scored.scores[r], legal[r], rules)[0]
+                 for key, r in (("val", va), ("test", te))}  # fmt: skip
+
+        def threshold_px(key, rows, level, width):
+            order = ranks[key]
+            own = threshold_counts(order, scored.scores[rows].flatten(1), level * rules.roi_threshold)
+            return agent_px(cut_ranking(order, VolumeStop(width).counts(own, None, names(rows)), grid), rows)
+
+        candidates = [(lv, w) for lv in STOP_LEVELS for w in THRESHOLD_WIDTHS]
+        best = max(range(len(candidates)), key=lambda i: (mean_dice(threshold_px("val", va, *candidates[i]),
+                                                                    truth[va], pats["val"]), -i))
+        chosen["threshold_stop"] = {"stop_level": candidates[best][0], "count_width": candidates[best][1]}
+        out["rlsp_threshold_picked"] = dice_per_patient(threshold_px("test", te, *candidates[best]), truth[te],
+                                                        pats["test"])
     extra["largest_val"] = {"rlsp": mean_dice(rlsp_val_px, truth[va], pats["val"]),
                             "rlsp_largest": mean_dice(largest_component(rlsp_val_px, pats["val"]), truth[va],
                                                       pats["val"])}

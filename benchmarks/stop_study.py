@@ -36,7 +36,13 @@ import numpy as np
 import torch
 
 from medwss.detector.scoring import gaussian_fit
-from medwss.inference.volume_stop import VolumeStop, median_along_slices, quantile_counts, volume_rows
+from medwss.inference.volume_stop import (
+    VolumeStop,
+    median_along_slices,
+    quantile_counts,
+    threshold_counts,
+    volume_rows,
+)
 from medwss.inference.volume_stop import cut_ranking as cut
 from medwss.metrics.patches import patch_labels
 from medwss.selfplay.rollout import agent_ranking
@@ -50,12 +56,16 @@ COUNTS = (20, 24, 28, 32, 36, 44)
 VOLUME_STOPS = [VolumeStop(w, g, run) for w in (1, 3, 5, 7, 9) for g in (0.3, 0.5, 0.7) for run in (False, True)]
 """Volume stops (``inference.volume_stop``) tried after each quantile: the counts' median width, the gate, one run."""
 RULE_QUANTILES = (0.8, 0.9, 0.95)
+LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
+"""Stop levels of the "threshold" rule tried, as fractions of the game's ROI threshold (1 = the game's own test)."""
 
 
 def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,
               extra_scores: dict[str, torch.Tensor] | None = None, solo_counts: torch.Tensor | None = None,
-              stop_quantile: float = 0.5, prior: torch.Tensor | None = None) -> None:
-    """Write one fold's rankings and everything a stopping rule may read, for the validation and test rows."""
+              stop_quantile: float = 0.5, prior: torch.Tensor | None = None, stopping: str = "quantile") -> None:
+    """Write one fold's rankings and everything a stopping rule may read, for the validation and test rows
+    (``stopping``: the bundle's rule, which decides the study's rows; the game's ROI threshold for the "threshold"
+    rule)."""
     va, te = rows
     idx = (va | te).nonzero().squeeze(1)
     order, p_stop = agent_ranking(policy, features[idx], scored.scores[idx], scored.region[idx], rules)
@@ -65,6 +75,7 @@ def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, tru
         "truth": truth[idx].bool(), "patients": [patients[i] for i in idx.tolist()],
         "is_test": te[idx], "grid": grid, "solo_counts": solo_counts, "stop_quantile": stop_quantile,
         "prior": prior, "extra_scores": {k: v[idx] for k, v in (extra_scores or {}).items()},
+        "stopping": stopping, "roi_threshold": float(rules.roi_threshold),
     }, path)  # fmt: skip
 
 
@@ -106,16 +117,13 @@ def fold_prior(fold: dict) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------- one fold
-def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
-    """Per test patient 3D Dice of every ranking and stopping rule of one fold (knobs picked on validation);
-    ``bundle``: a fixed (stop quantile, volume stop) to report as well."""
-    g, order, p_stop, truth = fold["grid"], fold["order"], fold["p_stop"], fold["truth"]
-    size, region, gate, pats = truth.shape[-1], fold["region"], fold["gate"], fold["patients"]
+def fold_metrics(fold: dict):
+    """``dice(ranking, counts, rows)``: per patient 3D Dice of a ranking cut at per-slice counts on these rows (on the
+    working grid, inside the region); ``picked(candidates)``: the test Dice of the candidate counts whose validation
+    Dice is best, and its key."""
+    g, order, truth, region, pats = fold["grid"], fold["order"], fold["truth"], fold["region"], fold["patients"]
+    size, t = truth.shape[-1], order.shape[1]
     test = fold["is_test"].bool()
-    val = ~test
-    legal = fold["legal"].flatten(1)
-    n, t = order.shape
-    mean = lambda d: float(np.mean(list(d.values())))  # noqa: E731
 
     def dice(o, counts, rows):
         px = cut(o[rows][:, :t], counts[rows], g)
@@ -125,8 +133,89 @@ def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
         return dice3d(px, truth[rows], [pats[i] for i in rows.nonzero().squeeze(1).tolist()])
 
     def picked(candidates: dict, o=order):
-        best = max(candidates, key=lambda k: mean(dice(o, candidates[k], val)))
+        best = max(candidates, key=lambda k: mean_of(dice(o, candidates[k], ~test)))
         return dice(o, candidates[best], test), best
+
+    return dice, picked
+
+
+def mean_of(per_patient: dict[str, float]) -> float:
+    return float(np.mean(list(per_patient.values())))
+
+
+def hysteresis_counts(order: torch.Tensor, scores: torch.Tensor, grid: int, high: float, low: float) -> torch.Tensor:
+    """Patches agent a takes when its next pick must score >= ``high``, or >= ``low`` and touch (4-neighbours) a
+    patch it has taken: a tumour is one compact blob, so its rim, which a patch shares with the liver, may score less
+    than its core. (B, T) ranking, (B, G*G) scores -> (B,) counts."""
+    n, steps = order.shape
+    taken = torch.zeros(n, grid + 2, grid + 2, dtype=torch.bool)  # padded board: neighbours need no bounds checks
+    counts = torch.zeros(n, dtype=torch.long)
+    live = torch.ones(n, dtype=torch.bool)
+    rows = torch.arange(n)
+    for t in range(steps):
+        if not bool(live.any()):
+            break
+        pick = order[:, t]
+        score = scores.gather(1, pick.clamp(min=0)[:, None])[:, 0]
+        r, c = pick.clamp(min=0) // grid + 1, pick.clamp(min=0) % grid + 1
+        touches = taken[rows, r - 1, c] | taken[rows, r + 1, c] | taken[rows, r, c - 1] | taken[rows, r, c + 1]
+        ok = live & (pick >= 0) & ((score >= high) | ((score >= low) & touches))
+        taken[rows[ok], r[ok], c[ok]] = True
+        counts += ok.long()
+        live &= ok
+    return counts
+
+
+def analyse_threshold(fold: dict) -> dict:
+    """The study for a bundle that stops by the game's threshold (the liver tumour's): per test patient 3D Dice of
+    agent a's ranking cut by the threshold rule at several levels (fractions of the game's ROI threshold), the
+    counts median-filtered along each patient's slices, and references (the game score's rule at the same levels,
+    both rankings at the reference's counts); knobs picked on the fold's validation patients."""
+    order, truth, pats = fold["order"], fold["truth"], fold["patients"]
+    g, test = fold["grid"], fold["is_test"].bool()
+    legal, scores, threshold = fold["legal"].flatten(1), fold["scores"].flatten(1), fold["roi_threshold"]
+    dice, picked = fold_metrics(fold)
+    counts = {lv: threshold_counts(order, scores, lv * threshold) for lv in LEVELS}
+    if fold.get("solo_counts") is not None:  # the cut must be the game the cohort played, at level 1
+        played = fold["solo_counts"].to(counts[1.0].dtype)
+        if not torch.equal(played, counts[1.0][test]):
+            differ = int((played != counts[1.0][test]).sum())
+            raise ValueError(f"the threshold cut differs from the played games on {differ} test slices")
+    out: dict[str, dict[str, float]] = {}
+    picks: dict[str, object] = {}
+    out["stop: the game's ROI threshold (level 1)"] = dice(order, counts[1.0], test)
+    out["stop: threshold level, picked"], picks["level"] = picked(counts)
+    smoothed = {(lv, w): smooth_along_patient(counts[lv], pats, w) for lv in LEVELS for w in WIDTHS}
+    out["stop: threshold level, counts median along slices, picked"], picks["smoothed"] = picked(smoothed)
+    grow = {(hi, lo): hysteresis_counts(order, scores, g, hi * threshold, lo * threshold)
+            for hi in LEVELS for lo in LEVELS if lo < hi}
+    out["stop: threshold level, lower level beside taken patches, picked"], picks["hysteresis"] = picked(grow)
+    score_order = ranking(scores, legal)
+    rule = {lv: ((scores >= lv * threshold) & legal).sum(1) for lv in LEVELS}
+    out["reference: score rule (all patches >= level), level picked"], picks["rule"] = picked(rule, score_order)
+    rule_smoothed = {(lv, w): smooth_along_patient(c, pats, w) for lv, c in rule.items() for w in WIDTHS}
+    out["reference: score rule, counts median along slices, picked"], picks["rule smoothed"] = picked(
+        rule_smoothed, score_order)
+    true_counts = patch_labels(truth, g).flatten(1).sum(1)
+    out["oracle count: agent a (RLSP)"] = dice(order, true_counts, test)
+    out["oracle count: game score"] = dice(score_order, true_counts, test)
+    fixed = {f"level {lv}, width {w}": {"val": dice(order, c, ~test), "test": dice(order, c, test)}
+             for (lv, w), c in smoothed.items()}
+    fixed |= {f"level {hi}, beside taken {lo}": {"val": dice(order, c, ~test), "test": dice(order, c, test)}
+              for (hi, lo), c in grow.items()}
+    return {"dice": out, "picks": {k: str(v) for k, v in picks.items()}, "fixed_volume": fixed}
+
+
+def analyse(fold: dict, bundle: tuple[float, VolumeStop] | None = None) -> dict:
+    """Per test patient 3D Dice of every ranking and stopping rule of one fold (knobs picked on validation);
+    ``bundle``: a fixed (stop quantile, volume stop) to report as well."""
+    g, order, p_stop, truth = fold["grid"], fold["order"], fold["p_stop"], fold["truth"]
+    gate, pats = fold["gate"], fold["patients"]
+    test = fold["is_test"].bool()
+    val = ~test
+    legal = fold["legal"].flatten(1)
+    n = order.shape[0]
+    dice, picked = fold_metrics(fold)
 
     rows_, cols_ = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
     centre = -((rows_ - (g - 1) / 2) ** 2 + (cols_ - (g - 1) / 2) ** 2).flatten()
@@ -194,7 +283,7 @@ def fixed_volume_table(means: dict[str, dict[str, float]], top: int = 12) -> lis
 # ----------------------------------------------------------------------------------------------------- report
 def markdown(result: dict, name: str) -> str:
     seeds = result["seeds"]
-    lines = [f"# {name}: which patches, and how many (prostate cohort, held-out patients)", "",
+    lines = [f"# {name}: which patches, and how many ({result.get('task', 'prostate')} cohort, held-out patients)", "",
              result.get("header", ""), "",
              "3D Dice on the 128 x 128 working grid, mean over the held-out patients of all folds (each patient is "
              "held out once per seed). Knobs (fixed count, gate, quantile, filter width) are picked on each fold's "
@@ -234,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dirs", nargs="+", type=Path, help="one --dump folder per seed")
     ap.add_argument("--name", default="stop_study", help="results/NAME.{md,json}")
     ap.add_argument("--header", default="", help="a line under the title: what the runs were")
+    ap.add_argument("--task", default="prostate", help="the cohort's task, for the title")
     ap.add_argument("--bundle", type=Path, default=None,
                     help="also report this bundle's inferer#stop_quantile and inferer#volume_stop")
     args = ap.parse_args(argv)
@@ -245,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed, d in enumerate(args.dirs):
         merged: dict[str, dict[str, float]] = {}
         for f in sorted(d.glob("fold*.pt")):
-            res = analyse(torch.load(f, weights_only=False), bundle)
+            fold = torch.load(f, weights_only=False)
+            res = analyse_threshold(fold) if fold.get("stopping") == "threshold" else analyse(fold, bundle)
             for row, per_patient in res["dice"].items():
                 merged.setdefault(row, {}).update(per_patient)
                 rows += [row] if row not in rows else []
@@ -259,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed[str(seed)] = {row: float(np.mean(list(v.values()))) for row, v in merged.items()}
     result = {"seeds": list(range(len(args.dirs))), "dirs": [str(d) for d in args.dirs], "rows": rows,
               "summary": per_seed, "picks": {"by fold": {k: v for k, v in picks.items()}}, "header": args.header,
+              "task": args.task,
               "fixed_volume": {k: {part: float(np.mean(list(v[part].values()))) for part in ("val", "test")}
                                for k, v in pooled.items()}}
     result["picks"] = {key: {fold: p[key] for fold, p in picks.items()} for key in next(iter(picks.values()))}

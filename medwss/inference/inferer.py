@@ -53,9 +53,11 @@ class SelfPlayInferer(Inferer):
             as in training (``selfplay#agent_planes``).
         stopping: when the agent calls termination (``selfplay.rollout.STOPPING_RULES``).
         stop_quantile: the ``quantile`` stopping rule's quantile of the agent's own stopping time.
+        stop_level: the ``threshold`` stopping rule's level, a fraction of the game's ROI threshold (1 = the game's
+            own termination test).
         volume_stop: ``inference.volume_stop.VolumeStop`` settings (``count_width``, ``gate``, ``one_run``): the
-            agent's counts agreed along the volume's slices after each slice's ``quantile`` stop (``rlsp`` alone,
-            binary bundles; None or ``{}`` = each slice stops alone).
+            agent's counts agreed along the volume's slices after each slice's ``quantile`` or ``threshold`` stop
+            (``rlsp`` alone, binary bundles; None or ``{}`` = each slice stops alone).
         smooth: ``inference.mask_smoothing.MaskSmoothing`` settings (``sigma``, ``sigma_slices``, ``threshold``):
             the patch methods' (``rlsp``, ``single-agent``) binary masks blurred along the volume and thresholded,
             so the grid's staircase borders and square ends round off (binary bundles; None or ``{}`` = off).
@@ -93,6 +95,7 @@ class SelfPlayInferer(Inferer):
         agent_planes: tuple[str, ...] | list[str] = (),
         stopping: str = "step",
         stop_quantile: float = 0.5,
+        stop_level: float = 1.0,
         volume_stop: dict[str, Any] | None = None,
         smooth: dict[str, Any] | None = None,
         opponent: str = "none",
@@ -116,12 +119,13 @@ class SelfPlayInferer(Inferer):
         from medwss.inference.mask_smoothing import MaskSmoothing
         from medwss.inference.volume_stop import VolumeStop
 
-        check_stopping(stopping, stop_quantile)
-        self.stop_quantile = float(stop_quantile)
+        check_stopping(stopping, stop_quantile, stop_level)
+        self.stop_quantile, self.stop_level = float(stop_quantile), float(stop_level)
         self.volume_stop = VolumeStop(**dict(volume_stop or {}))
-        if self.volume_stop.active and (stopping not in ("median", "quantile") or opponent != "none" or multiclass):
+        volume_rules = ("median", "quantile", "threshold")
+        if self.volume_stop.active and (stopping not in volume_rules or opponent != "none" or multiclass):
             raise ValueError("volume_stop agrees agent a's own stops along a volume: it needs stopping 'quantile' "
-                             "(or 'median'), opponent 'none' and a binary bundle")
+                             "(or 'median', 'threshold'), opponent 'none' and a binary bundle")
         self.smooth = MaskSmoothing(**dict(smooth or {}))
         if self.smooth.active and multiclass:
             raise ValueError("smooth blurs a binary mask: a multi-class bundle's label maps cannot take it")
@@ -204,10 +208,11 @@ class SelfPlayInferer(Inferer):
             return play_volume_stop(
                 network, observed, scores, region, self.rules, stop_quantile=quantile, volume_stop=self.volume_stop,
                 gate=gate, groups=groups, batch_size=self.batch_size, progress=progress,
+                stopping="threshold" if self.stopping == "threshold" else "quantile", stop_level=self.stop_level,
             )  # fmt: skip
         return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,
-            stopping=self.stopping, stop_quantile=self.stop_quantile, progress=progress,
+            stopping=self.stopping, stop_quantile=self.stop_quantile, stop_level=self.stop_level, progress=progress,
             opponent=network if self.opponent == "self" else None,
         ).patches  # fmt: skip
 

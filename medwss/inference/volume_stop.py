@@ -7,8 +7,9 @@ smoothly, and slices at the organ's ends, or off it, get patches. On the prostat
 (``benchmarks/results/stop_study_gauss.md``, 3 seeds x 3 folds) the agent's own ranking cut at the reference's
 count scores 0.755 3D Dice against 0.654 for its own stop: the stop, not the picks, is what is left to win.
 
-The volume stop keeps the agent's stopping rule on each slice (the ``quantile`` of its own stopping time,
-``selfplay.rollout``) and then, along the volume's slices:
+The volume stop keeps the agent's stopping rule on each slice (the ``quantile`` of its own stopping time, or the
+game's ``threshold`` test at ``stop_level``, ``selfplay.rollout.STOPPING_RULES``) and then, along the volume's
+slices:
 
 1. ``count_width``: each slice's count becomes the median of the counts of the ``count_width`` slices around it;
 2. ``gate``: slices whose detector presence probability is below it take no patch;
@@ -125,6 +126,15 @@ def quantile_counts(p_stop: torch.Tensor, order: torch.Tensor, quantile: float) 
     return torch.minimum(first, legal_steps)
 
 
+def threshold_counts(order: torch.Tensor, scores: torch.Tensor, level: float) -> torch.Tensor:
+    """Patches taken on each slice under the "threshold" stopping rule at this score level: agent a's picks up to
+    the first one that scores below ``level`` (or the end of its ranking): exactly what ``rollout.play_alone`` takes
+    with ``stopping="threshold"`` at that level. (B, T) ranking (-1 = no pick), (B, G*G) scores -> (B,) counts."""
+    taken = scores.to(order.device).gather(1, order.clamp(min=0))
+    below = (order < 0) | (taken < level)
+    return torch.where(below.any(1), below.float().argmax(1), order.shape[1])
+
+
 def cut_ranking(order: torch.Tensor, counts: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, G, G) bool: each slice's first ``counts`` picks of ``order`` (B, T) (-1 entries are steps without a pick,
     after the board ran out)."""
@@ -150,25 +160,40 @@ def play_volume_stop(
     groups: Sequence[str] | None = None,
     batch_size: int = 256,
     progress=None,
+    stopping: str = "quantile",
+    stop_level: float = 1.0,
 ) -> torch.Tensor:
     """Agent a alone on every slice, stopped by ``volume_stop``: (B, G, G) bool patches.
 
-    Each slice's game is played (``rollout.agent_ranking``) until the ``quantile`` rule has stopped it; the counts
-    are agreed along each volume (``VolumeStop.counts``) and each slice's ranking is cut at its agreed count. A
+    Each slice's game is played (``rollout.agent_ranking``) until its own rule has stopped it (``stopping``:
+    "quantile" at ``stop_quantile``, or "threshold": the first pick scoring below ``stop_level`` x the game's ROI
+    threshold); the counts are agreed along each volume (``VolumeStop.counts``) and each slice's ranking is cut at
+    its agreed count. A
     median never exceeds the largest count it reads, so a ranking played as long as the longest stop is long enough:
     one batch of games plays that long by itself; when a volume spans several batches and a slice is agreed more
     patches than its batch played (and its board still has them), the games are played again to the longest stop.
     """
     from medwss.selfplay.rollout import agent_ranking
 
-    order, p_stop = agent_ranking(policy, base, scores, region, rules, stop_quantile=stop_quantile,
-                                  batch_size=batch_size, progress=progress)  # fmt: skip
-    own = quantile_counts(p_stop, order, stop_quantile)
+    if stopping == "threshold":
+        level = stop_level * rules.roi_threshold
+        stop = {"stop_threshold": level}
+    elif stopping in ("quantile", "median"):
+        stop = {"stop_quantile": stop_quantile}
+    else:
+        raise ValueError(f"a volume stop agrees the 'quantile' or 'threshold' rule's counts, got stopping {stopping!r}")
+    order, p_stop = agent_ranking(policy, base, scores, region, rules, batch_size=batch_size, progress=progress,
+                                  **stop)  # fmt: skip
+    flat = None if scores is None else scores.flatten(1)
+    if stopping == "threshold":
+        own = threshold_counts(order, flat, level) if flat is not None else torch.zeros(len(order), dtype=torch.long)
+    else:
+        own = quantile_counts(p_stop, order, stop_quantile)
     counts = volume_stop.counts(own, gate, groups)
     played = (order >= 0).sum(1)
     board = (torch.full_like(played, rules.grid_size**2) if region is None
              else region.flatten(1).sum(1).to(played.device))  # fmt: skip
     if bool(((counts > played) & (played < board)).any()):  # the rare correction: no second progress report
-        order, _ = agent_ranking(policy, base, scores, region, rules, stop_quantile=stop_quantile,
-                                 min_steps=int(own.max()), batch_size=batch_size)  # fmt: skip
+        order, _ = agent_ranking(policy, base, scores, region, rules, min_steps=int(own.max()), batch_size=batch_size,
+                                 **stop)  # fmt: skip
     return cut_ranking(order, counts, rules.grid_size)

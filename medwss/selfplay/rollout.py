@@ -32,17 +32,21 @@ same at another quantile ``stop_quantile`` of its stopping time (above 0.5 plays
 picked on validation patients (``benchmarks/cohort.py``'s ``rlsp_stop_quantile`` row); "median" is quantile 0.5.
 "threshold": the game's own termination test with the agent as its opponent: it stops when the patch it would take
 next scores below the game's ROI threshold (``GameRules.roi_threshold``), that is when its own final pick would find
-no ROI left and terminating wins. Why: where self-play learns to rank the ROI patches but collapses to terminating
-at once (liver tumours, ``docs/design.md``), its stopping time says nothing and the game's test does."""
+no ROI left and terminating wins; ``stop_level`` scales the threshold of that test (1 = the game's own, below 1
+plays on past a pick that scores a little lower, a knob picked on validation patients like ``stop_quantile``). Why:
+where self-play learns to rank the ROI patches but collapses to terminating at once (liver tumours,
+``docs/design.md``), its stopping time says nothing and the game's test does."""
 
 
-def check_stopping(stopping: str, stop_quantile: float) -> None:
-    """Refuse an unknown stopping rule or a quantile outside (0, 1); the inferer calls it when a bundle builds it,
-    so a bad ``inference.yaml`` fails before any scan is read."""
+def check_stopping(stopping: str, stop_quantile: float, stop_level: float = 1.0) -> None:
+    """Refuse an unknown stopping rule, a quantile outside (0, 1) or a stop level that is not a positive number; the
+    inferer calls it when a bundle builds it, so a bad ``inference.yaml`` fails before any scan is read."""
     if stopping not in STOPPING_RULES:
         raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
     if not 0.0 < stop_quantile < 1.0:
         raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
+    if isinstance(stop_level, bool) or not isinstance(stop_level, (int, float)) or not 0.0 < stop_level < 100.0:
+        raise ValueError(f"stop_level must be a positive fraction of the ROI threshold, got {stop_level!r}")
 
 
 @dataclass
@@ -259,6 +263,7 @@ def play_inference_games(
     batch_size: int = 256,
     stopping: str = "step",
     stop_quantile: float = 0.5,
+    stop_level: float = 1.0,
     progress: SliceProgress | None = None,
 ) -> InferenceGames:
     """Agent a plays every slice, alone (`opponent` None) or against `opponent` in seat b; `play_alone` and
@@ -267,7 +272,7 @@ def play_inference_games(
     Both seats act by the same rule (`deterministic`, `stopping`), each with its own stopping survival. Arguments
     as `play_alone`; `opponent` must take the same observation base as `policy` (the trained policy itself does).
     """
-    check_stopping(stopping, stop_quantile)
+    check_stopping(stopping, stop_quantile, stop_level)
     if base is None:
         if images is None:
             raise ValueError("play_alone needs images or a precomputed observation base")
@@ -305,7 +310,7 @@ def play_inference_games(
                 seat = game.agent[rows]
                 step_actions[rows], survival[rows, seat] = _inference_actions(
                     actor, _inputs(actor, chunk, game, rows), mask[rows], survival[rows, seat], deterministic,
-                    stopping, generator, stop_quantile, flat_scores[rows], rules.roi_threshold,
+                    stopping, generator, stop_quantile, flat_scores[rows], stop_level * rules.roi_threshold,
                 )  # fmt: skip
             game.step(step_actions)
         done = InferenceGames(
@@ -332,6 +337,7 @@ def agent_ranking(
     rules: GameRules,
     *,
     stop_quantile: float | None = None,
+    stop_threshold: float | None = None,
     min_steps: int = 0,
     batch_size: int = 256,
     progress: SliceProgress | None = None,
@@ -345,6 +351,8 @@ def agent_ranking(
         base: the observation base of the slices (``agents.inputs.observation_base``).
         stop_quantile: play each batch only until the ``quantile`` rule (``STOPPING_RULES``) would have stopped
             every game in it, and at least ``min_steps``; None plays to the end of the board.
+        stop_threshold: the same for the ``threshold`` rule at this score: a game has stopped once a pick scores
+            below it (that pick is still recorded: ``volume_stop.threshold_counts`` reads it).
 
     Returns:
         (B, T) int64 patch indices (-1 where no patch was taken: the board ran out, or the batch stopped) and (B, T)
@@ -358,6 +366,9 @@ def agent_ranking(
     order = torch.full((n, limit), -1, dtype=torch.int64, device=dev)
     p_stop = torch.zeros(n, limit, device=dev)
     level = None if stop_quantile is None else 1.0 - stop_quantile
+    if stop_quantile is not None and stop_threshold is not None:
+        raise ValueError("agent_ranking stops by the quantile or the threshold rule, not both")
+    bounded = level is not None or stop_threshold is not None
     for part in batches(n, batch_size, progress, "playing slices"):
         game = BatchedGame(rules, scores[part], None if region is None else region[part], single_agent=True)
         chunk = base[part]
@@ -365,7 +376,7 @@ def agent_ranking(
         stopped = torch.zeros(game.batch_size, dtype=torch.bool, device=dev)
         for t in range(limit):
             live = ~game.done
-            if not bool(live.any()) or (level is not None and bool(stopped[live].all()) and t >= min_steps):
+            if not bool(live.any()) or (bounded and bool(stopped[live].all()) and t >= min_steps):
                 break
             mask = game.action_mask()
             rows = live.nonzero().squeeze(1)
@@ -379,6 +390,8 @@ def agent_ranking(
             if level is not None:
                 survival[rows] = survival[rows] * (1.0 - stop_p)
                 stopped[rows] |= (survival[rows] < level) & (stop_p > 0)
+            if stop_threshold is not None:
+                stopped[rows] |= scores[part.start + rows].flatten(1).gather(1, picks[:, None])[:, 0] < stop_threshold
             step_actions = torch.full((game.batch_size,), rules.terminate_action, dtype=torch.int64, device=dev)
             step_actions[rows] = picks
             game.step(step_actions)
@@ -407,6 +420,7 @@ def play_alone(
         batch_size: games played at once, to bound memory on large volumes.
         stopping: when a deterministic agent calls termination (see `STOPPING_RULES`).
         stop_quantile: the "quantile" rule's quantile of the agent's stopping time.
+        stop_level: the "threshold" rule's level, a fraction of the game's ROI threshold.
         progress: told after each batch of games (``"playing slices"``, one game per slice).
 
     The keywords above go to `play_inference_games` (defaults: batch_size 256, stopping "step").

@@ -270,6 +270,38 @@ def test_inferer_volume_stop_agrees_the_agents_counts_along_the_volume(trained):
     assert grouped[half + 1 :].any() and not inferer.play(*args, gate=split)[half + 1 :].any()
 
 
+def test_inferer_threshold_stop_takes_its_level_and_a_volume_stop(trained):
+    """``inferer#stopping: threshold`` at ``inferer#stop_level`` is the solo game stopped at that fraction of the
+    ROI threshold; with a ``volume_stop`` its counts are agreed along the volume (``play_volume_stop``); a level
+    that is not a positive number is refused when the config is built."""
+    from medwss.data.transforms import process_volume
+    from medwss.inference.inferer import SelfPlayInferer
+    from medwss.inference.volume_stop import median_along_slices, play_volume_stop
+    from medwss.selfplay.rollout import play_alone
+
+    bundle, data = trained
+    options = {"inferer#stopping": "threshold", "inferer#stop_level": 0.5}
+    solo = Segmenter(bundle, overrides={**options, "inferer#volume_stop": {}})
+    volume = Segmenter(bundle, overrides={**options, "inferer#volume_stop": {"count_width": 3}})
+    assert solo.inferer.stop_level == 0.5
+    processed = process_volume({"image": str(data / "p0" / "t2.nii.gz")}, solo.preprocessing)
+    slices, region = solo.inferer.slices_and_region(torch.as_tensor(processed["image"]))
+    scored = solo.inferer.scorer.score(slices, region)
+    base = solo.inferer.agent_base(slices, scored, solo.network)
+    rules = solo.inferer.rules
+    args = (slices, scored.scores, scored.region, solo.network, lambda agent: base)
+    expected = play_alone(solo.network, None, scored.scores, scored.region, rules, base=base, stopping="threshold",
+                          stop_level=0.5)  # fmt: skip
+    assert torch.equal(solo.inferer.play(*args), expected) and expected.any()
+    agreed = play_volume_stop(solo.network, base, scored.scores, scored.region, rules, stop_quantile=0.5,
+                              volume_stop=volume.inferer.volume_stop, gate=None, stopping="threshold", stop_level=0.5)
+    assert torch.equal(volume.inferer.play(*args), agreed)
+    assert torch.equal(agreed.flatten(1).sum(1), median_along_slices(expected.flatten(1).sum(1), 3))
+    for bad in (0.0, -1.0, "high", True):
+        with pytest.raises(ValueError, match="stop_level"):
+            SelfPlayInferer(solo.inferer.detector, rules, stopping="threshold", stop_level=bad)
+
+
 @pytest.mark.slow
 def test_monai_bundle_run_segments_a_folder_like_medwss_segment(tmp_path, trained):
     """`python -m monai.bundle run` with the bundle's inference.yaml writes the same masks as `medwss segment`."""

@@ -19,6 +19,7 @@ from medwss.inference.volume_stop import (
     median_along_slices,
     play_volume_stop,
     quantile_counts,
+    threshold_counts,
 )
 from medwss.selfplay.rollout import agent_ranking, play_alone
 
@@ -71,6 +72,38 @@ def test_several_batches_play_as_far_as_the_longest_stop_of_the_volume(game):
     order, p_stop = agent_ranking(policy, base, scores, region, rules)
     agreed = median_along_slices(quantile_counts(p_stop, order, 0.6), 5)
     assert torch.equal(one.flatten(1).sum(1), agreed)
+
+
+@pytest.mark.parametrize("level", [0.5, 1.0, 1.5])
+def test_ranking_cut_at_the_threshold_count_is_the_agents_own_mask(game, level):
+    """The "threshold" rule at a level is a cut of the same ranking, and a ranking stopped by that rule records
+    every pick the cut reads."""
+    policy, base, scores, region, rules = game
+    rules = GameRules(grid_size=G, roi_threshold=0.4)
+    alone = play_alone(policy, None, scores, region, rules, base=base, stopping="threshold", stop_level=level)
+    full, _ = agent_ranking(policy, base, scores, region, rules)
+    counts = threshold_counts(full, scores.flatten(1), level * 0.4)
+    assert torch.equal(cut_ranking(full, counts, G), alone)
+    order, _ = agent_ranking(policy, base, scores, region, rules, stop_threshold=level * 0.4, batch_size=5)
+    assert torch.equal(threshold_counts(order, scores.flatten(1), level * 0.4), counts)
+    assert int((order >= 0).sum()) < int((full >= 0).sum())  # it stopped before the end of the board
+
+
+def test_a_volume_stop_agrees_the_threshold_rules_counts(game):
+    policy, base, scores, region, rules = game
+    rules = GameRules(grid_size=G, roi_threshold=0.4)
+    stop = VolumeStop(count_width=3)
+    one = play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.5, volume_stop=stop, gate=None,
+                           stopping="threshold", stop_level=0.8)  # fmt: skip
+    many = play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.5, volume_stop=stop, gate=None,
+                            stopping="threshold", stop_level=0.8, batch_size=3)  # fmt: skip
+    assert torch.equal(one, many)
+    full, _ = agent_ranking(policy, base, scores, region, rules)
+    agreed = median_along_slices(threshold_counts(full, scores.flatten(1), 0.32), 3)
+    assert torch.equal(one, cut_ranking(full, agreed, G))
+    with pytest.raises(ValueError, match="'quantile' or 'threshold'"):
+        play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.5, volume_stop=stop, gate=None,
+                         stopping="step")  # fmt: skip
 
 
 def test_median_along_slices_repeats_the_edge_slices():
