@@ -483,7 +483,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         dump_fold(args.dump / f"fold{fold['fold']}.pt", policy=policy, rules=rules, features=features, scored=scored,
                   gate=gate, regions=regions, truth=truth, patients=data.patients, rows=(va, te), grid=grid,
                   extra_scores={"mil": mil, "local": scored.local}, solo_counts=patches.flatten(1).sum(1),
-                  stop_quantile=stop["stop_quantile"], prior=scorer.prior, stopping=stopping)
+                  stop_quantile=stop["stop_quantile"], prior=scorer.prior, stopping=stopping,
+                  stop_level=stop["stop_level"], count_width=volume.count_width)
     test_region = None if regions is None else regions[te]
     extra: dict = {}
     rlsp_test_px = agent_px(patches, te)

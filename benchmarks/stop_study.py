@@ -62,10 +62,12 @@ LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
 
 def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,
               extra_scores: dict[str, torch.Tensor] | None = None, solo_counts: torch.Tensor | None = None,
-              stop_quantile: float = 0.5, prior: torch.Tensor | None = None, stopping: str = "quantile") -> None:
+              stop_quantile: float = 0.5, prior: torch.Tensor | None = None, stopping: str = "quantile",
+              stop_level: float = 1.0, count_width: int = 1) -> None:
     """Write one fold's rankings and everything a stopping rule may read, for the validation and test rows
-    (``stopping``: the bundle's rule, which decides the study's rows; the game's ROI threshold for the "threshold"
-    rule)."""
+    (``stopping``: the bundle's rule, which decides the study's rows; the game's ROI threshold, the bundle's
+    ``stop_level`` and its volume stop's ``count_width`` for the "threshold" rule: ``solo_counts`` were played
+    with them)."""
     va, te = rows
     idx = (va | te).nonzero().squeeze(1)
     order, p_stop = agent_ranking(policy, features[idx], scored.scores[idx], scored.region[idx], rules)
@@ -75,7 +77,8 @@ def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, tru
         "truth": truth[idx].bool(), "patients": [patients[i] for i in idx.tolist()],
         "is_test": te[idx], "grid": grid, "solo_counts": solo_counts, "stop_quantile": stop_quantile,
         "prior": prior, "extra_scores": {k: v[idx] for k, v in (extra_scores or {}).items()},
-        "stopping": stopping, "roi_threshold": float(rules.roi_threshold),
+        "stopping": stopping, "roi_threshold": float(rules.roi_threshold), "stop_level": float(stop_level),
+        "count_width": int(count_width),
     }, path)  # fmt: skip
 
 
@@ -176,14 +179,17 @@ def analyse_threshold(fold: dict) -> dict:
     legal, scores, threshold = fold["legal"].flatten(1), fold["scores"].flatten(1), fold["roi_threshold"]
     dice, picked = fold_metrics(fold)
     counts = {lv: threshold_counts(order, scores, lv * threshold) for lv in LEVELS}
-    if fold.get("solo_counts") is not None:  # the cut must be the game the cohort played, at level 1
-        played = fold["solo_counts"].to(counts[1.0].dtype)
-        if not torch.equal(played, counts[1.0][test]):
-            differ = int((played != counts[1.0][test]).sum())
+    level, width = fold.get("stop_level", 1.0), fold.get("count_width", 1)
+    shipped = smooth_along_patient(threshold_counts(order, scores, level * threshold), pats, width)
+    if fold.get("solo_counts") is not None:  # the cut must be the game the cohort played with the bundle's settings
+        played = fold["solo_counts"].to(shipped.dtype)
+        if not torch.equal(played, shipped[test]):
+            differ = int((played != shipped[test]).sum())
             raise ValueError(f"the threshold cut differs from the played games on {differ} test slices")
     out: dict[str, dict[str, float]] = {}
     picks: dict[str, object] = {}
     out["stop: the game's ROI threshold (level 1)"] = dice(order, counts[1.0], test)
+    out[f"stop: the bundle's (level {level}, counts median width {width})"] = dice(order, shipped, test)
     out["stop: threshold level, picked"], picks["level"] = picked(counts)
     smoothed = {(lv, w): smooth_along_patient(counts[lv], pats, w) for lv in LEVELS for w in WIDTHS}
     out["stop: threshold level, counts median along slices, picked"], picks["smoothed"] = picked(smoothed)
