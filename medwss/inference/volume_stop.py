@@ -168,10 +168,10 @@ def play_volume_stop(
     Each slice's game is played (``rollout.agent_ranking``) until its own rule has stopped it (``stopping``:
     "quantile" at ``stop_quantile``, or "threshold": the first pick scoring below ``stop_level`` x the game's ROI
     threshold); the counts are agreed along each volume (``VolumeStop.counts``) and each slice's ranking is cut at
-    its agreed count. A
-    median never exceeds the largest count it reads, so a ranking played as long as the longest stop is long enough:
-    one batch of games plays that long by itself; when a volume spans several batches and a slice is agreed more
-    patches than its batch played (and its board still has them), the games are played again to the longest stop.
+    its agreed count. A median never exceeds the largest count it reads, so a ranking played as long as the longest
+    stop is long enough: one batch of games plays that long by itself; when a volume spans several batches and a
+    slice is agreed more patches than its batch played (and its board still has them), the games are played again
+    to the longest stop.
     """
     from medwss.selfplay.rollout import agent_ranking
 
@@ -184,9 +184,9 @@ def play_volume_stop(
         raise ValueError(f"a volume stop agrees the 'quantile' or 'threshold' rule's counts, got stopping {stopping!r}")
     order, p_stop = agent_ranking(policy, base, scores, region, rules, batch_size=batch_size, progress=progress,
                                   **stop)  # fmt: skip
-    flat = None if scores is None else scores.flatten(1)
-    if stopping == "threshold":
-        own = threshold_counts(order, flat, level) if flat is not None else torch.zeros(len(order), dtype=torch.long)
+    if stopping == "threshold":  # no scores: all zeros, as the game fills them (nothing is ROI, stop at once)
+        flat = torch.zeros(order.shape[0], rules.grid_size**2) if scores is None else scores.flatten(1)
+        own = threshold_counts(order, flat, level)
     else:
         own = quantile_counts(p_stop, order, stop_quantile)
     counts = volume_stop.counts(own, gate, groups)

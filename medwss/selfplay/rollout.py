@@ -10,6 +10,7 @@ seat. Only the learner's transitions are stored, as compact game state (owner gr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -45,7 +46,7 @@ def check_stopping(stopping: str, stop_quantile: float, stop_level: float = 1.0)
         raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
     if not 0.0 < stop_quantile < 1.0:
         raise ValueError(f"stop_quantile must lie in (0, 1), got {stop_quantile}")
-    if isinstance(stop_level, bool) or not isinstance(stop_level, (int, float)) or not 0.0 < stop_level < 100.0:
+    if isinstance(stop_level, bool) or not isinstance(stop_level, (int, float)) or not 0.0 < stop_level < math.inf:
         raise ValueError(f"stop_level must be a positive fraction of the ROI threshold, got {stop_level!r}")
 
 
