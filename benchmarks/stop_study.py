@@ -202,7 +202,11 @@ def analyse_threshold(fold: dict) -> dict:
     rule_smoothed = {(lv, w): smooth_along_patient(c, pats, w) for lv, c in rule.items() for w in WIDTHS}
     out["reference: score rule, counts median along slices, picked"], picks["rule smoothed"] = picked(
         rule_smoothed, score_order)
-    true_counts = patch_labels(truth, g).flatten(1).sum(1)
+    labels = patch_labels(truth, g).flatten(1)
+    true_counts = labels.sum(1)
+    on = test & (true_counts > 0)  # test slices with ROI: how often is each ranking's first pick an ROI patch?
+    share = lambda o: float(labels[on].gather(1, o[on, :1].clamp(min=0)).float().mean())  # noqa: E731
+    picks["first pick on ROI, agent / score"] = f"{share(order):.2f} / {share(score_order):.2f}"
     out["oracle count: agent a (RLSP)"] = dice(order, true_counts, test)
     out["oracle count: game score"] = dice(score_order, true_counts, test)
     fixed = {f"level {lv}, width {w}": {"val": dice(order, c, ~test), "test": dice(order, c, test)}
