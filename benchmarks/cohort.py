@@ -99,10 +99,6 @@ VOLUME_STOPS = [(q, VolumeStop(w, g, run)) for q in (0.5, 0.6, 0.7, 0.8, 0.9) fo
                 for g in (0.0, 0.3, 0.5, 0.7) for run in (False, True) if g > 0 or not run]
 """Candidate volume stops (``inferer#stop_quantile``, ``inferer#volume_stop``) of the ``rlsp_volume_picked`` row,
 picked per fold on the validation patients (``inference.volume_stop``)."""
-STOP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
-"""Candidate levels of the "threshold" stopping rule (``inferer#stop_level``, fractions of the game's ROI threshold)
-of the ``rlsp_threshold_picked`` row, each with the count median widths ``THRESHOLD_WIDTHS`` along the slices."""
-THRESHOLD_WIDTHS = (1, 3, 5)
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate slice-probability gates of the gated trivial masks (and of the refined RLSP masks)."""
 REFINE_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -465,8 +461,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         if volume.active:
             pm = play_volume_stop(policy, features[rows], scored.scores[rows], legal[rows], rules,
                                   stop_quantile=stop["stop_quantile"], volume_stop=volume, gate=gate[rows],
-                                  groups=names(rows), stopping="threshold" if stopping == "threshold" else "quantile",
-                                  stop_level=stop["stop_level"])  # fmt: skip
+                                  groups=names(rows), stopping=stopping, stop_level=stop["stop_level"])  # fmt: skip
         else:
             pm = play_alone(policy, None, scored.scores[rows], legal[rows], rules, base=features[rows], **stop)
         return pm, agent_px(pm, rows)
@@ -523,6 +518,8 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
         chosen["volume_stop"] = {"stop_quantile": q, **dataclasses.asdict(vs)}
         out["rlsp_volume_picked"] = dice_per_patient(volume_px("test", te, q, vs), truth[te], pats["test"])
     if stopping == "threshold":  # the game's test at other levels, counts agreed along the slices, on validation
+        from stop_study import LEVELS, WIDTHS  # the candidates of the stop study's picked rows
+
         ranks = {key: agent_ranking(policy, features[r], scored.scores[r], legal[r], rules)[0]
                  for key, r in (("val", va), ("test", te))}  # fmt: skip
 
@@ -531,7 +528,7 @@ def run_fold(task: str, data, regions, fold: dict, args, work: Path) -> dict:
             own = threshold_counts(order, scored.scores[rows].flatten(1), level * rules.roi_threshold)
             return agent_px(cut_ranking(order, VolumeStop(width).counts(own, None, names(rows)), grid), rows)
 
-        candidates = [(lv, w) for lv in STOP_LEVELS for w in THRESHOLD_WIDTHS]
+        candidates = [(lv, w) for lv in LEVELS for w in WIDTHS]
         best = max(range(len(candidates)), key=lambda i: (mean_dice(threshold_px("val", va, *candidates[i]),
                                                                     truth[va], pats["val"]), -i))
         chosen["threshold_stop"] = {"stop_level": candidates[best][0], "count_width": candidates[best][1]}

@@ -57,7 +57,8 @@ VOLUME_STOPS = [VolumeStop(w, g, run) for w in (1, 3, 5, 7, 9) for g in (0.3, 0.
 """Volume stops (``inference.volume_stop``) tried after each quantile: the counts' median width, the gate, one run."""
 RULE_QUANTILES = (0.8, 0.9, 0.95)
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
-"""Stop levels of the "threshold" rule tried, as fractions of the game's ROI threshold (1 = the game's own test)."""
+"""Stop levels of the "threshold" rule tried, as fractions of the game's ROI threshold (1 = the game's own test);
+with ``WIDTHS`` also the candidates of ``cohort.py``'s ``rlsp_threshold_picked`` row."""
 
 
 def dump_fold(path: Path, *, policy, rules, features, scored, gate, regions, truth, patients, rows, grid: int,

@@ -204,11 +204,10 @@ class SelfPlayInferer(Inferer):
             if observed is None:
                 observed = observation_base(slices, network.observation, network.grid_size,
                                             pixels_per_patch=network.pixels_per_patch)  # fmt: skip
-            quantile = self.stop_quantile if self.stopping == "quantile" else 0.5
             return play_volume_stop(
-                network, observed, scores, region, self.rules, stop_quantile=quantile, volume_stop=self.volume_stop,
-                gate=gate, groups=groups, batch_size=self.batch_size, progress=progress,
-                stopping="threshold" if self.stopping == "threshold" else "quantile", stop_level=self.stop_level,
+                network, observed, scores, region, self.rules, stop_quantile=self.stop_quantile,
+                volume_stop=self.volume_stop, gate=gate, groups=groups, batch_size=self.batch_size, progress=progress,
+                stopping=self.stopping, stop_level=self.stop_level,
             )  # fmt: skip
         return play_inference_games(
             network, slices, scores, region, self.rules, base=base(network), batch_size=self.batch_size,

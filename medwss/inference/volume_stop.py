@@ -166,12 +166,12 @@ def play_volume_stop(
     """Agent a alone on every slice, stopped by ``volume_stop``: (B, G, G) bool patches.
 
     Each slice's game is played (``rollout.agent_ranking``) until its own rule has stopped it (``stopping``:
-    "quantile" at ``stop_quantile``, or "threshold": the first pick scoring below ``stop_level`` x the game's ROI
-    threshold); the counts are agreed along each volume (``VolumeStop.counts``) and each slice's ranking is cut at
-    its agreed count. A median never exceeds the largest count it reads, so a ranking played as long as the longest
-    stop is long enough: one batch of games plays that long by itself; when a volume spans several batches and a
-    slice is agreed more patches than its batch played (and its board still has them), the games are played again
-    to the longest stop.
+    "quantile" at ``stop_quantile``, "median" (quantile 0.5), or "threshold": the first pick scoring below
+    ``stop_level`` x the game's ROI threshold); the counts are agreed along each volume (``VolumeStop.counts``) and
+    each slice's ranking is cut at its agreed count. A median never exceeds the largest count it reads, so a ranking
+    played as long as the longest stop is long enough: one batch of games plays that long by itself; when a volume
+    spans several batches and a slice is agreed more patches than its batch played (and its board still has them),
+    the games are played again to the longest stop.
     """
     from medwss.selfplay.rollout import agent_ranking
 
@@ -179,6 +179,7 @@ def play_volume_stop(
         level = stop_level * rules.roi_threshold
         stop = {"stop_threshold": level}
     elif stopping in ("quantile", "median"):
+        stop_quantile = stop_quantile if stopping == "quantile" else 0.5
         stop = {"stop_quantile": stop_quantile}
     else:
         raise ValueError(f"a volume stop agrees the 'quantile' or 'threshold' rule's counts, got stopping {stopping!r}")

@@ -101,6 +101,10 @@ def test_a_volume_stop_agrees_the_threshold_rules_counts(game):
     full, _ = agent_ranking(policy, base, scores, region, rules)
     agreed = median_along_slices(threshold_counts(full, scores.flatten(1), 0.32), 3)
     assert torch.equal(one, cut_ranking(full, agreed, G))
+    median = play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.9, volume_stop=stop, gate=None,
+                              stopping="median")  # fmt: skip
+    assert torch.equal(median, play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.5,
+                                                volume_stop=stop, gate=None))  # "median" is quantile 0.5, as alone
     with pytest.raises(ValueError, match="'quantile' or 'threshold'"):
         play_volume_stop(policy, base, scores, region, rules, stop_quantile=0.5, volume_stop=stop, gate=None,
                          stopping="step")  # fmt: skip
